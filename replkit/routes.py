@@ -1,0 +1,277 @@
+"""Table routes, as the guide writes them, after Pedestal's ``io.pedestal.http.route``.
+
+A table is a set (or list) of rows ``(path, verb, handler_or_interceptors, *options)``::
+
+    routes = {
+        ("/", "get", home_page),
+        ("/counter", "get", counter_interceptor),
+        ("/users/:id", "get", [auth, show_user], "user-show", {"constraints": {"id": r"\\d+"}}),
+        ("/files/*path", "get", serve_file),
+    }
+
+Options are a route name (a str) and/or a dict with ``route_name`` and ``constraints``.
+``:param`` matches one segment, ``*wildcard`` the rest of the path. A literal segment beats
+a parameter, which beats a wildcard. Everything is checked by :func:`expand_routes`: a bad
+row or two rows that would match the same requests raise :class:`RouteError` naming them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import quote, unquote, urlencode
+
+from replkit.errors import ReplkitError
+from replkit.interceptor import Interceptor, interceptor
+
+__all__ = ["Match", "Route", "RouteError", "Router", "expand_routes"]
+
+VERBS = ("get", "post", "put", "delete", "patch", "head", "options", "any")
+
+
+class RouteError(ReplkitError, ValueError):
+    """A route table that cannot be served; the message names the offending row."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One expanded row of a route table."""
+
+    path: str
+    method: str
+    interceptors: tuple[Interceptor, ...]
+    name: str
+    constraints: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+    segments: tuple[str, ...] = ()
+    named: bool = False
+
+    @property
+    def shape(self) -> tuple[str, ...]:
+        """The path with parameter names erased: what two conflicting routes share."""
+        return tuple(s[0] if s[:1] in (":", "*") else s for s in self.segments)
+
+    def _priority(self) -> tuple[int, ...]:
+        return tuple(2 if s[:1] == "*" else 1 if s[:1] == ":" else 0 for s in self.segments)
+
+    def match_segments(self, parts: list[str]) -> dict[str, str] | None:
+        """The path params if ``parts`` (a split, still-encoded path) fit this route."""
+        params: dict[str, str] = {}
+        for i, segment in enumerate(self.segments):
+            if segment[:1] == "*":
+                params[segment[1:]] = unquote("/".join(parts[i:]))
+                break
+            if i >= len(parts):
+                return None
+            value = unquote(parts[i])
+            if segment[:1] == ":":
+                params[segment[1:]] = value
+            elif segment != value:
+                return None
+        else:
+            if len(parts) != len(self.segments):
+                return None
+        for name, pattern in self.constraints.items():
+            if pattern.fullmatch(params[name]) is None:
+                return None
+        return params
+
+
+@dataclass(frozen=True)
+class Match:
+    """A route that matched a request, with its decoded path params."""
+
+    route: Route
+    path_params: dict[str, str]
+
+
+class Router:
+    """Matches requests against expanded routes; build it with :func:`expand_routes`."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes = tuple(sorted(routes, key=Route._priority))
+        self._by_name = {route.name: route for route in self.routes}
+
+    def match(self, method: str, path: str) -> Match | None:
+        """The route for ``method`` and the raw (percent-encoded) ``path``, or ``None``.
+
+        A HEAD request falls back to the GET route when the path has no HEAD route.
+        """
+        method = method.lower()
+        parts = path.split("?", 1)[0][1:].split("/")
+        found = self._match(method, parts)
+        if found is None and method == "head":
+            found = self._match("get", parts)
+        return found
+
+    def _match(self, method: str, parts: list[str]) -> Match | None:
+        for route in self.routes:
+            if route.method in (method, "any"):
+                params = route.match_segments(parts)
+                if params is not None:
+                    return Match(route, params)
+        return None
+
+    def url_for(
+        self,
+        route_name: str,
+        *,
+        path_params: Mapping[str, Any] | None = None,
+        query_params: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The URL path of the route named ``route_name``, with params filled in."""
+        route = self._by_name.get(route_name)
+        if route is None:
+            raise RouteError(f"no route named {route_name!r}; known: {sorted(self._by_name)}")
+        given = dict(path_params or {})
+        needed = [s[1:] for s in route.segments if s[:1] in (":", "*")]
+        missing = [name for name in needed if name not in given]
+        extra = sorted(set(given) - set(needed))
+        if missing or extra:
+            problem = f"missing {missing}" if missing else f"unknown {extra}"
+            raise RouteError(f"url_for {route_name!r} ({route.path}): path params {problem}")
+        parts = []
+        for segment in route.segments:
+            if segment[:1] == "*":
+                parts.append(quote(str(given[segment[1:]]), safe="/"))
+            elif segment[:1] == ":":
+                parts.append(quote(str(given[segment[1:]]), safe=""))
+            else:
+                parts.append(quote(segment, safe=""))
+        url = "/" + "/".join(parts)
+        return f"{url}?{urlencode(query_params, doseq=True)}" if query_params else url
+
+
+def expand_routes(table: Any) -> Router:
+    """Check a route table and build its :class:`Router`; raises :class:`RouteError`."""
+    if isinstance(table, str | bytes | Mapping) or not isinstance(table, Iterable):
+        raise RouteError(
+            f"a route table is a set or list of (path, verb, handler) tuples, "
+            f"not {type(table).__name__}"
+        )
+    routes = _default_names([_expand_row(row) for row in table])
+    _check_unique(routes)
+    return Router(routes)
+
+
+def _default_names(routes: list[Route]) -> list[Route]:
+    # Routes without a name are named after their handler; when one handler (or several
+    # lambdas) serves more than one route, the verb and path tell those names apart.
+    counts = Counter(route.name for route in routes)
+    return [
+        replace(route, name=f"{route.name} {route.method.upper()} {route.path}")
+        if counts[route.name] > 1 and not route.named
+        else route
+        for route in routes
+    ]
+
+
+def _describe(row: Any) -> str:
+    if isinstance(row, tuple) and len(row) >= 2:
+        return f"route ({row[0]!r}, {row[1]!r}, ...)"
+    return f"route {row!r:.60}"
+
+
+def _expand_row(row: Any) -> Route:
+    where = _describe(row)
+    if not isinstance(row, tuple) or len(row) < 3:
+        raise RouteError(f"{where}: a route is a tuple (path, verb, handler, *options)")
+    path, verb, target, *options = row
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise RouteError(f"{where}: the path must be a str starting with '/'")
+    if not isinstance(verb, str) or verb.lower() not in VERBS:
+        raise RouteError(f"{where}: unknown verb {verb!r}; expected one of {', '.join(VERBS)}")
+    segments = tuple(path[1:].split("/"))
+    _check_segments(where, segments)
+    try:
+        targets = target if isinstance(target, list | tuple) else [target]
+        interceptors = tuple(interceptor(t) for t in targets)
+    except (TypeError, ValueError) as err:
+        raise RouteError(f"{where}: {err}") from None
+    if not interceptors:
+        raise RouteError(f"{where}: no handler or interceptor")
+    name, constraints = _options(where, options)
+    return Route(
+        path=path,
+        method=verb.lower(),
+        interceptors=interceptors,
+        name=name or interceptors[-1].name or path,
+        named=name is not None,
+        constraints=_constraints(where, constraints, segments),
+        segments=segments,
+    )
+
+
+def _check_segments(where: str, segments: tuple[str, ...]) -> None:
+    names: list[str] = []
+    for i, segment in enumerate(segments):
+        if segment[:1] not in (":", "*"):
+            continue
+        if not segment[1:]:
+            raise RouteError(f"{where}: a {segment!r} segment needs a name, as in ':id'")
+        if segment[0] == "*" and i != len(segments) - 1:
+            raise RouteError(f"{where}: the wildcard {segment!r} must be the last segment")
+        if segment[1:] in names:
+            raise RouteError(f"{where}: the path param {segment[1:]!r} appears twice")
+        names.append(segment[1:])
+
+
+def _options(where: str, options: list[Any]) -> tuple[str | None, Mapping[str, Any]]:
+    name: str | None = None
+    constraints: Mapping[str, Any] = {}
+    for option in options:
+        if isinstance(option, str):
+            name = option
+        elif isinstance(option, Mapping):
+            unknown = set(option) - {"route_name", "constraints"}
+            if unknown:
+                raise RouteError(
+                    f"{where}: unknown options {sorted(unknown)}; allowed: route_name, constraints"
+                )
+            name = option.get("route_name", name)
+            constraints = option.get("constraints") or {}
+        else:
+            raise RouteError(
+                f"{where}: unexpected {option!r:.40}; after the handler come a route name "
+                "(str) and/or {'route_name': ..., 'constraints': {...}}"
+            )
+    return name, constraints
+
+
+def _constraints(
+    where: str, constraints: Mapping[str, Any], segments: tuple[str, ...]
+) -> dict[str, re.Pattern[str]]:
+    params = {s[1:] for s in segments if s[:1] in (":", "*")}
+    compiled = {}
+    for param, pattern in constraints.items():
+        if param not in params:
+            raise RouteError(f"{where}: constraint for {param!r}, which is not a path param")
+        try:
+            compiled[param] = re.compile(pattern)
+        except (re.error, TypeError) as err:
+            raise RouteError(f"{where}: bad constraint for {param!r}: {err}") from None
+    return compiled
+
+
+def _check_unique(routes: list[Route]) -> None:
+    names: dict[str, Route] = {}
+    for route in routes:
+        if route.name in names:
+            other = names[route.name]
+            raise RouteError(
+                f"routes ({other.path!r}, {other.method!r}) and ({route.path!r}, "
+                f"{route.method!r}) are both named {route.name!r}; give one a route name"
+            )
+        names[route.name] = route
+    seen: dict[tuple[str, ...], list[Route]] = {}
+    for route in routes:
+        for other in seen.get(route.shape, []):
+            overlap = "any" in (route.method, other.method) or route.method == other.method
+            if overlap and not (route.constraints or other.constraints):
+                raise RouteError(
+                    f"routes ({other.path!r}, {other.method!r}) and ({route.path!r}, "
+                    f"{route.method!r}) conflict: both match {route.path}"
+                )
+        seen.setdefault(route.shape, []).append(route)

@@ -1,0 +1,170 @@
+"""Fixtures shared by the tests: real servers on free loopback ports, real processes.
+
+Every wait is an event or a poll with a deadline; every server, process and thread a test
+starts is stopped in teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replkit import connector as conn
+from replkit.aiohttp import AiohttpConnector, create_connector
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy, failing after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+def app_map(routes: Any, **extra: Any) -> dict[str, Any]:
+    """A connector map on 127.0.0.1, any free port, with the default interceptors and routes."""
+    connector_map = conn.default_connector_map(0, "127.0.0.1") | extra
+    connector_map = conn.with_default_interceptors(connector_map)
+    return conn.with_routes(connector_map, routes)
+
+
+def server_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "replkit-server"]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., AiohttpConnector]]:
+    """Start connectors (from a map or a route table) and stop them all after the test."""
+    started: list[AiohttpConnector] = []
+
+    def start(routes_or_map: Any, **extra: Any) -> AiohttpConnector:
+        connector_map = (
+            routes_or_map if isinstance(routes_or_map, dict) else app_map(routes_or_map, **extra)
+        )
+        connector = create_connector(connector_map, {"shutdown_grace": 0.5})
+        # Started from a worker thread, the server runs on replkit's background loop even
+        # when the test itself runs in an event loop, which closes before this teardown.
+        with ThreadPoolExecutor(1) as worker:
+            started.append(worker.submit(connector.start).result())
+        return connector
+
+    yield start
+    for connector in started:
+        connector.stop()
+    wait_until(lambda: not server_threads(), what="the replkit-server thread to end")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REPLKIT_PORT", "REPLKIT_HOST", "REPLKIT_DEV_MODE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+class Process:
+    """A child process whose output lines are collected as they arrive."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT):
+        self.proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stdout: queue.Queue[str] = queue.Queue()
+        self.stderr_lines: list[str] = []
+        self._readers = [
+            threading.Thread(
+                target=self._pump, args=(self.proc.stdout, self.stdout.put), daemon=True
+            ),
+            threading.Thread(
+                target=self._pump, args=(self.proc.stderr, self.stderr_lines.append), daemon=True
+            ),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _pump(stream: Any, sink: Callable[[str], None]) -> None:
+        for line in stream:
+            sink(line.rstrip("\n"))
+
+    def next_line(self, timeout: float = 10.0) -> str:
+        """The next stdout line, failing after ``timeout`` s (with stderr in the message)."""
+        try:
+            return self.stdout.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(
+                f"no output within {timeout} s; stderr: {self.stderr_lines[-10:]}"
+            ) from None
+
+    def wait_for_line(self, predicate: Callable[[str], bool], timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.next_line(max(0.01, deadline - time.monotonic()))
+            if predicate(line):
+                return line
+
+    def finish(self, timeout: float = 10.0) -> int:
+        """Wait for the process to exit and for its output to be read."""
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=timeout)
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        for reader in self._readers:
+            reader.join(timeout=5)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., Process]]:
+    """Start child processes; each one still running at teardown is terminated by pid."""
+    processes: list[Process] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Process:
+        process = Process(list(args), env=env, cwd=cwd)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.stop()
+
+
+def replkit_command(*args: str) -> list[str]:
+    """The ``replkit`` command run by this interpreter."""
+    return [sys.executable, "-m", "replkit", *args]
+
+
+@pytest.fixture
+def sse_demo(spawn: Callable[..., Process]) -> str:
+    """``replkit serve app.sse_demo`` on localhost and a free port; returns its base URL."""
+    process = spawn(*replkit_command("serve", "app.sse_demo", "--port", "0", "--no-watch"))
+    line = process.next_line()
+    assert line.startswith("serving on http://localhost:"), line
+    return line.removeprefix("serving on ")

@@ -1,0 +1,260 @@
+"""replkit.aiohttp: the connector served for real, in both event-loop worlds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import server_threads, wait_until
+
+from replkit import http
+from replkit.aiohttp import AiohttpConnector, ServerError, create_connector
+from replkit.errors import ReplkitError
+from replkit.interceptor import Interceptor
+from replkit.sse import EventChannel, start_stream
+
+
+def plain_map(*interceptors: Any, port: int = 0) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "interceptors": [http.not_found, *interceptors]}
+
+
+def answer(text: str) -> Interceptor:
+    return Interceptor(
+        name=f"answer-{text}",
+        enter=lambda ctx: {**ctx, "response": {"status": 200, "body": text}},
+    )
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_outside_an_event_loop_it_serves_from_a_background_thread() -> None:
+    connector = create_connector(plain_map(answer("hi")), None).start()
+    port = connector.bound_port
+    try:
+        assert connector.running
+        assert len(server_threads()) == 1
+        assert get(connector.url) == (200, b"hi")
+    finally:
+        connector.stop()
+    assert not connector.running
+    assert not server_threads()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+async def test_inside_a_running_loop_it_serves_on_that_loop_without_blocking() -> None:
+    connector = create_connector(plain_map(answer("on the caller's loop")), None).start()
+    try:
+        assert not server_threads()
+        async with aiohttp.ClientSession() as session, session.get(connector.url) as response:
+            assert await response.read() == b"on the caller's loop"
+    finally:
+        port = connector.bound_port
+        connector.stop()  # on the loop's own thread: the socket closes now, the rest in a task
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+async def test_stop_async_waits_for_the_end() -> None:
+    connector = create_connector(plain_map(answer("x")), None).start()
+    await connector.stop_async()
+    assert not connector.running
+
+
+def test_a_taken_port_is_one_clear_line() -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        with pytest.raises(ServerError) as info:
+            create_connector(plain_map(port=port), None).start()
+    assert str(info.value) == f"cannot listen on 127.0.0.1:{port}: address already in use"
+    assert not server_threads()
+
+
+def test_the_map_must_be_complete() -> None:
+    with pytest.raises(ReplkitError, match="connector map has no 'interceptors'"):
+        create_connector({"host": "localhost", "port": 1}, None)
+    with pytest.raises(ReplkitError, match="unknown aiohttp connector options"):
+        create_connector(plain_map(), {"join": True})
+
+
+def test_the_request_map(serve: Callable[..., AiohttpConnector]) -> None:
+    seen: dict[str, Any] = {}
+
+    def enter(ctx: dict[str, Any]) -> dict[str, Any]:
+        seen.update(ctx["request"])
+        return {**ctx, "response": {"status": 204}}
+
+    connector = serve(plain_map(Interceptor("capture", enter=enter)))
+    request = urllib.request.Request(
+        f"{connector.url}/caf%C3%A9/x?a=1&b=%20",
+        data=b"payload",
+        headers={"X-Thing": "yes", "Content-Type": "text/plain"},
+        method="PUT",
+    )
+    urllib.request.urlopen(request, timeout=5).close()
+    assert seen["request_method"] == "put"
+    assert seen["uri"] == "/caf%C3%A9/x"
+    assert seen["query_string"] == "a=1&b=%20"
+    assert seen["headers"]["x-thing"] == "yes"
+    assert seen["body"] == b"payload"
+    assert seen["remote_addr"] == "127.0.0.1"
+    assert seen["server_port"] == connector.bound_port
+    assert seen["protocol"] == "HTTP/1.1"
+    assert seen["scheme"] == "http"
+
+
+@pytest.mark.parametrize(
+    ("response", "logged"),
+    [
+        ("not a dict", "response is str, not a dict"),
+        ({"status": "200"}, "response status '200' is not an int between 100 and 599"),
+        ({"status": 700}, "response status 700 is not an int"),
+        ({"status": 200, "body": {"json": True}}, "response body is dict; expected str, bytes"),
+    ],
+)
+def test_a_malformed_response_is_a_500_and_one_log_line(
+    serve: Callable[..., AiohttpConnector],
+    caplog: pytest.LogCaptureFixture,
+    response: Any,
+    logged: str,
+) -> None:
+    garbage = Interceptor("garbage", enter=lambda ctx: {**ctx, "response": response})
+    connector = serve(plain_map(garbage))
+    with caplog.at_level(logging.ERROR, logger="replkit.server"):
+        assert get(f"{connector.url}/x") == (500, b"Internal Server Error")
+    (record,) = caplog.records
+    assert record.getMessage().startswith(f"GET /x -> 500: {logged}")
+
+
+def test_a_handler_returning_garbage_names_the_handler(
+    serve: Callable[..., AiohttpConnector], caplog: pytest.LogCaptureFixture
+) -> None:
+    def sloppy(request: dict[str, Any]) -> Any:
+        return "Hello"
+
+    connector = serve(plain_map(sloppy))
+    with caplog.at_level(logging.ERROR, logger="replkit.server"):
+        assert get(connector.url)[0] == 500
+    (record,) = caplog.records
+    assert "handler tests.test_aiohttp/" in record.getMessage() or "sloppy" in record.getMessage()
+    assert "returned str 'Hello'" in record.getMessage()
+
+
+def test_an_interceptor_that_raises_is_a_500_naming_it(
+    serve: Callable[..., AiohttpConnector], caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(ctx: dict[str, Any]) -> dict[str, Any]:
+        raise KeyError("no such thing")
+
+    connector = serve(plain_map(Interceptor("exploder", enter=explode)))
+    with caplog.at_level(logging.ERROR, logger="replkit.server"):
+        assert get(f"{connector.url}/boom") == (500, b"Internal Server Error")
+        assert get(f"{connector.url}/boom")[0] == 500  # and it keeps serving
+    record = caplog.records[0]
+    assert record.getMessage() == (
+        "GET /boom -> 500: KeyError in interceptor exploder during enter: 'no such thing'"
+    )
+    assert record.exc_info is not None and isinstance(record.exc_info[1], KeyError)
+
+
+def test_an_async_iterable_body_is_streamed(serve: Callable[..., AiohttpConnector]) -> None:
+    async def chunks() -> AsyncIterator[bytes | str]:
+        yield b"one,"
+        yield "two"
+
+    streaming = Interceptor(
+        "streaming", enter=lambda ctx: {**ctx, "response": {"status": 200, "body": chunks()}}
+    )
+    connector = serve(plain_map(streaming))
+    assert get(connector.url) == (200, b"one,two")
+
+
+def stream_forever(label: str) -> Interceptor:
+    def ready(channel: EventChannel, context: dict[str, Any]) -> None:
+        channel.put(label)
+
+    def enter(ctx: dict[str, Any]) -> dict[str, Any]:
+        if ctx["request"]["uri"] == "/stream":
+            return start_stream(ready, ctx, heartbeat_delay=None)
+        return {**ctx, "response": {"status": 200, "body": label}}
+
+    return Interceptor(label, enter=enter)
+
+
+async def test_take_over_keeps_the_socket_and_open_streams(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    old = serve(plain_map(stream_forever("old")))
+    url, port = old.url, old.bound_port
+    failures: list[BaseException] = []
+    answers: set[bytes] = set()
+    done = threading.Event()
+
+    def hammer() -> None:
+        while not done.is_set():
+            try:
+                answers.add(get(f"{url}/")[1])
+            except Exception as err:  # a refused connection would land here
+                failures.append(err)
+
+    client = threading.Thread(target=hammer)
+    current = old
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/stream") as stream:
+            assert await stream.content.readuntil(b"\n\n") == b"data: old\n\n"
+            client.start()
+            for i in range(20):
+                new = create_connector(plain_map(stream_forever(f"new{i}"), port=port), None)
+                current = new.take_over(current)
+                await asyncio.to_thread(wait_until, lambda i=i: f"new{i}".encode() in answers)
+            done.set()
+            await asyncio.to_thread(client.join, 5)
+            assert not failures
+            assert not old.running and current.running
+            assert get(f"{url}/")[1] == b"new19"
+            # The stream opened on the old connector is still open: stopping ends it.
+            await asyncio.to_thread(current.stop)
+            assert await asyncio.wait_for(stream.content.read(), 5) == b""
+    finally:
+        done.set()
+        await asyncio.to_thread(current.stop)
+
+
+async def test_take_over_can_drop_the_old_streams(serve: Callable[..., AiohttpConnector]) -> None:
+    old = serve(plain_map(stream_forever("old")))
+    new = create_connector(plain_map(stream_forever("new"), port=old.bound_port), None)
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{old.url}/stream") as stream:
+            await stream.content.readuntil(b"\n\n")
+            new.take_over(old, drop_streams=True)
+            assert await asyncio.wait_for(stream.content.read(), 5) == b""
+        assert get(f"{new.url}/")[1] == b"new"
+    finally:
+        await asyncio.to_thread(new.stop)
+
+
+def test_take_over_of_a_stopped_connector_just_starts(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    old = create_connector(plain_map(answer("old")), None)
+    new = create_connector(plain_map(answer("new")), None).take_over(old)
+    try:
+        assert get(new.url) == (200, b"new")
+    finally:
+        new.stop()

@@ -1,0 +1,288 @@
+"""replkit.sse: the event encoding, the event channel, and streams served for real."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import wait_until
+
+from replkit import sse
+from replkit.aiohttp import AiohttpConnector
+from replkit.sse import EventChannel, encode_event, start_stream
+
+
+@pytest.mark.parametrize(
+    ("event", "encoded"),
+    [
+        ({"name": "counter", "data": 0}, b"event: counter\ndata: 0\n\n"),
+        ({"data": "plain"}, b"data: plain\n\n"),
+        ("just a string", b"data: just a string\n\n"),
+        (42, b"data: 42\n\n"),
+        (None, b"data: \n\n"),
+        (b"bytes \xc3\xa9", "data: bytes é\n\n".encode()),
+        ({"name": "", "data": "blank name omitted"}, b"data: blank name omitted\n\n"),
+        ({"name": "n", "id": 7, "data": "x"}, b"event: n\nid: 7\ndata: x\n\n"),
+        ({"data": "x", "retry": 1500}, b"retry: 1500\ndata: x\n\n"),
+        ({"data": "a\nb\r\nc\rd"}, b"data: a\ndata: b\ndata: c\ndata: d\n\n"),
+        ({"data": "trailing\n"}, b"data: trailing\ndata: \n\n"),
+        ({"data": "ünïcode ✓"}, "data: ünïcode ✓\n\n".encode()),
+    ],
+)
+def test_encode_event(event: Any, encoded: bytes) -> None:
+    assert encode_event(event) == encoded
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"name": "a\nb", "data": 1}, "event name 'a\\nb' contains CR, LF or NUL"),
+        ({"name": "a\rb", "data": 1}, "event name 'a\\rb' contains CR, LF or NUL"),
+        ({"id": "x\0", "data": 1}, "event id 'x\\x00' contains CR, LF or NUL"),
+        ({"data": 1, "retry": -1}, "event retry -1 must be a non-negative int"),
+        ({"data": 1, "retry": "10"}, "event retry '10' must be a non-negative int"),
+        ({"data": 1, "retry": True}, "event retry True must be a non-negative int"),
+        ({"event": "counter", "data": 1}, "event has unknown keys ['event']"),
+    ],
+)
+def test_encode_event_rejects(event: Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        encode_event(event)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_start_stream_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match="buffer must be a positive int"):
+        start_stream(lambda ch, ctx: None, {"request": {}}, buffer=0)
+    with pytest.raises(ValueError, match="heartbeat_delay must be positive or None"):
+        start_stream(lambda ch, ctx: None, {"request": {}}, heartbeat_delay=0)
+
+
+def test_start_stream_returns_the_context_with_an_open_response() -> None:
+    context = start_stream(lambda ch, ctx: None, {"request": {"uri": "/"}, "mine": 1})
+    assert context["mine"] == 1
+    response = context["response"]
+    assert response["status"] == 200
+    assert response["headers"] == {
+        "Content-Type": "text/event-stream; charset=UTF-8",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    }
+    assert isinstance(response["body"], sse.EventStream)
+
+
+# --- the channel on its own --------------------------------------------------------------
+
+
+async def test_put_from_a_thread_blocks_while_the_buffer_is_full() -> None:
+    channel = EventChannel(asyncio.get_running_loop(), buffer=2)
+    returned = [threading.Event() for _ in range(3)]
+
+    def producer() -> None:
+        for i, done in enumerate(returned):
+            assert channel.put({"data": i})
+            done.set()
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    await asyncio.to_thread(returned[1].wait, 5)
+    assert not await asyncio.to_thread(returned[2].wait, 0.3), "third put did not block"
+    assert await channel.take(None) == b"data: 0\n\n"
+    assert await asyncio.to_thread(returned[2].wait, 5)
+    assert await channel.take(None) == b"data: 1\n\n"
+    assert await channel.take(None) == b"data: 2\n\n"
+    await asyncio.to_thread(thread.join, 5)
+    assert not thread.is_alive()
+
+
+async def test_close_wakes_blocked_producers_and_drains_what_is_buffered() -> None:
+    channel = EventChannel(asyncio.get_running_loop(), buffer=1)
+    assert await channel.send("first")
+    blocked = asyncio.ensure_future(channel.send("second"))
+    await asyncio.sleep(0)  # let send() park on the full buffer
+    assert not blocked.done()
+    channel.close()
+    assert await asyncio.wait_for(blocked, 5) is False
+    assert channel.closed
+    assert channel.put("late") is False
+    assert await channel.send("late") is False
+    assert await channel.take(None) == b"data: first\n\n"
+    assert await channel.take(None) is None
+
+
+async def test_put_on_the_loop_thread_never_blocks_it() -> None:
+    channel = EventChannel(asyncio.get_running_loop(), buffer=1)
+    assert channel.put("fits")
+    with pytest.raises(RuntimeError, match=r"use `await channel\.send"):
+        channel.put("would block")
+
+
+async def test_take_returns_a_heartbeat_after_the_idle_delay() -> None:
+    channel = EventChannel(asyncio.get_running_loop())
+    assert await channel.take(0.05) == sse.HEARTBEAT
+    await channel.send("x")
+    assert await channel.take(0.05) == b"data: x\n\n"
+
+
+async def test_send_from_another_event_loop() -> None:
+    channel = EventChannel(asyncio.get_running_loop())
+    result = await asyncio.to_thread(lambda: asyncio.run(channel.send("from afar")))
+    assert result is True
+    assert await channel.take(None) == b"data: from afar\n\n"
+
+
+def test_a_bad_event_raises_in_the_producer() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        channel = EventChannel(loop)
+        with pytest.raises(ValueError, match="contains CR, LF or NUL"):
+            channel.put({"name": "bad\n", "data": 1})
+    finally:
+        loop.close()
+
+
+# --- streams served by a real server -----------------------------------------------------
+
+
+def stream_app(stream_ready: Callable[..., Any], **options: Any) -> list[tuple[Any, ...]]:
+    def enter(context: dict[str, Any]) -> dict[str, Any]:
+        return start_stream(stream_ready, context, **options)
+
+    return [
+        ("/", "get", lambda _: {"status": 200, "body": "up"}),
+        ("/s", "get", {"name": "s", "enter": enter}),
+    ]
+
+
+async def read_all(url: str) -> tuple[aiohttp.ClientResponse, bytes]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response, await asyncio.wait_for(response.read(), 10)
+
+
+async def test_stream_headers_and_events_from_a_thread(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    def ready(channel: EventChannel, context: dict[str, Any]) -> None:
+        def produce() -> None:
+            for i in range(5):
+                channel.put({"name": "tick", "data": i, "id": i})
+            channel.close()
+
+        threading.Thread(target=produce).start()
+
+    server = serve(stream_app(ready))
+    response, body = await read_all(f"{server.url}/s")
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/event-stream; charset=UTF-8"
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"  # leave stage still ran
+    assert body == b"".join(b"event: tick\nid: %d\ndata: %d\n\n" % (i, i) for i in range(5))
+
+
+async def test_async_stream_ready_sends_more_than_the_buffer(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    async def ready(channel: EventChannel, context: dict[str, Any]) -> None:
+        for i in range(50):
+            assert await channel.send(i)
+        channel.close()
+
+    server = serve(stream_app(ready, buffer=2))
+    _, body = await read_all(f"{server.url}/s")
+    assert body == b"".join(b"data: %d\n\n" % i for i in range(50))
+
+
+async def test_heartbeats_only_when_idle(serve: Callable[..., AiohttpConnector]) -> None:
+    async def ready(channel: EventChannel, context: dict[str, Any]) -> None:
+        await channel.send("first")
+        await asyncio.sleep(0.35)  # idle long enough for heartbeats
+        await channel.send("last")
+        channel.close()
+
+    server = serve(stream_app(ready, heartbeat_delay=0.1))
+    _, body = await read_all(f"{server.url}/s")
+    assert body.startswith(b"data: first\n\n:\n\n")
+    assert body.endswith(b":\n\ndata: last\n\n")
+    assert 2 <= body.count(sse.HEARTBEAT) <= 4
+
+    server = serve(stream_app(ready, heartbeat_delay=None))
+    _, body = await read_all(f"{server.url}/s")
+    assert body == b"data: first\n\ndata: last\n\n"
+
+
+async def test_client_leaving_closes_the_channel_and_calls_on_client_disconnect(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    disconnected = threading.Event()
+    put_refused = threading.Event()
+
+    def ready(channel: EventChannel, context: dict[str, Any]) -> None:
+        def produce() -> None:
+            channel.put("hello")
+            while channel.put(":)"):
+                pass
+            put_refused.set()
+
+        threading.Thread(target=produce, daemon=True).start()
+
+    server = serve(stream_app(ready, on_client_disconnect=lambda ctx: disconnected.set()))
+    async with aiohttp.ClientSession() as session, session.get(f"{server.url}/s") as response:
+        assert await response.content.readuntil(b"\n\n") == b"data: hello\n\n"
+    assert await asyncio.to_thread(disconnected.wait, 5)
+    assert await asyncio.to_thread(put_refused.wait, 5)
+
+
+async def test_an_idle_stream_notices_the_client_leaving(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    disconnected = threading.Event()
+
+    async def ready(channel: EventChannel, context: dict[str, Any]) -> None:
+        await channel.send("only event; then silence")
+
+    server = serve(stream_app(ready, on_client_disconnect=lambda ctx: disconnected.set()))
+    async with aiohttp.ClientSession() as session, session.get(f"{server.url}/s") as response:
+        await response.content.readuntil(b"\n\n")
+    assert await asyncio.to_thread(disconnected.wait, 5)
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+async def test_a_raising_stream_ready_closes_the_stream_and_is_logged(
+    serve: Callable[..., AiohttpConnector], caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    def plain(channel: EventChannel, context: dict[str, Any]) -> None:
+        raise ValueError("boom in stream_ready")
+
+    async def asynchronous(channel: EventChannel, context: dict[str, Any]) -> None:
+        raise ValueError("boom in stream_ready")
+
+    server = serve(stream_app(plain if kind == "plain" else asynchronous))
+    with caplog.at_level(logging.ERROR, logger="replkit.sse"):
+        response, body = await read_all(f"{server.url}/s")
+    assert (response.status, body) == (200, b"")
+    record = wait_until(lambda: [r for r in caplog.records if r.name == "replkit.sse"])[0]
+    assert "stream_ready" in record.getMessage()
+    assert record.exc_info is not None and "boom in stream_ready" in str(record.exc_info[1])
+    _, home = await read_all(f"{server.url}/")
+    assert home == b"up"
+
+
+async def test_stopping_the_server_ends_open_streams(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    async def ready(channel: EventChannel, context: dict[str, Any]) -> None:
+        await channel.send("open")
+
+    server = serve(stream_app(ready))
+    async with aiohttp.ClientSession() as session, session.get(f"{server.url}/s") as response:
+        assert await response.content.readuntil(b"\n\n") == b"data: open\n\n"
+        await asyncio.to_thread(server.stop)
+        assert await asyncio.wait_for(response.content.read(), 5) == b""
+    assert not server.running
