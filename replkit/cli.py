@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from replkit import connector as conn
 from replkit.errors import ReplkitError
@@ -113,10 +114,25 @@ def _relative(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time, so ptpython's patch_stdout, which
+    replaces it while the prompt is shown, prints log lines above the prompt."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # replkit reports each reload itself; watchfiles' own "N changes detected" is noise.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 def _serve(args: argparse.Namespace) -> int:
