@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prompt_toolkit.patch_stdout import patch_stdout
-from ptpython.repl import PythonRepl
+from ptpython.repl import PythonRepl, ReplExit
 
 from replkit import __version__
 from replkit import connector as conn
@@ -30,6 +30,9 @@ class _Repl(PythonRepl):
     """ptpython, except that replkit's own errors print as one line, not a traceback."""
 
     def _handle_exception(self, e: BaseException) -> None:
+        if isinstance(e, ReplExit):
+            # ptpython's asyncio loop (3.0.32) ends on SystemExit but not on its own ReplExit.
+            raise SystemExit from None
         if isinstance(e, ReplkitError):
             print(f"replkit: {e}", flush=True)
             return

@@ -1,0 +1,125 @@
+"""``replkit repl``: a real ptpython in a real terminal (tmux), driven as a person would."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, wait_until
+from test_hot_reload import fetch
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Terminal:
+    """A tmux server of our own (its own socket) running one command in an 160x50 pane."""
+
+    def __init__(self, command: list[str], cwd: Path) -> None:
+        self.socket = f"replkit-test-{uuid.uuid4().hex[:8]}"
+        shell_command = " ".join(map(_quote, command))
+        self.tmux(
+            "new-session", "-d", "-s", "t", "-x", "160", "-y", "50", "-c", str(cwd),
+            f"env XDG_DATA_HOME={_quote(str(cwd))} {shell_command}",
+        )  # fmt: skip
+
+    def tmux(self, *args: str) -> str:
+        result = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10
+        )
+        return result.stdout if result.returncode == 0 else ""
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-S", "-200", "-t", "t")
+
+    def type(self, line: str) -> None:
+        self.tmux("send-keys", "-t", "t", "-l", line)
+        self.tmux("send-keys", "-t", "t", "Enter")
+
+    def shows(self, text: str, timeout: float = 10.0) -> str:
+        return wait_until(lambda: text in self.screen() and self.screen(), timeout, repr(text))
+
+    def alive(self) -> bool:
+        return (
+            subprocess.run(
+                ["tmux", "-L", self.socket, "has-session", "-t", "t"],
+                capture_output=True,
+                timeout=10,
+            ).returncode
+            == 0
+        )
+
+    def close(self) -> None:
+        if self.alive():
+            self.tmux("kill-server")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+@pytest.fixture
+def repl(tmp_path: Path) -> Iterator[tuple[Terminal, str, Path]]:
+    shutil.copytree(ROOT / "app", tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "replkit",
+        "repl",
+        "app.sse_demo",
+        "--port",
+        str(port),
+        "--no-start",
+    ]
+    terminal = Terminal(command, tmp_path)
+    try:
+        yield terminal, f"http://localhost:{port}", tmp_path / "app" / "sse_demo.py"
+    finally:
+        terminal.close()
+
+
+def test_the_guide_workflow_in_ptpython(repl: tuple[Terminal, str, Path]) -> None:
+    terminal, url, source = repl
+    terminal.shows("sse_demo not serving yet")
+    terminal.shows(">>>")
+    assert fetch(url).startswith("error:")
+
+    terminal.type("sse_demo.start()")
+    wait_until(lambda: fetch(url) == "Hello, World!", what="the server to start")
+
+    terminal.type("sse_demo.start()")
+    terminal.shows(f"replkit: already serving on {url}; call restart() to reload it")
+
+    terminal.type("sse_demo.stop()")
+    wait_until(lambda: fetch(url).startswith("error:"), what="the server to stop")
+    terminal.type("sse_demo.stop()")
+    terminal.shows("replkit: not running; nothing to stop")
+
+    terminal.type("sse_demo.restart()")
+    wait_until(lambda: fetch(url) == "Hello, World!", what="the restart")
+
+    source.write_text(source.read_text().replace("Hello, World!", "Hello from an edit!"))
+    wait_until(lambda: fetch(url) == "Hello from an edit!", what="the edit to be served")
+    terminal.shows("reloaded app.sse_demo in")
+    terminal.type("sse_demo.home_page(None)")
+    terminal.shows("{'status': 200, 'body': 'Hello from an edit!'}")
+
+    # A replkit error at the prompt is one line, not a traceback.
+    terminal.type("sse_demo.routes = {('/', 'gett', sse_demo.home_page)}; sse_demo.restart()")
+    terminal.shows("replkit: route ('/', 'gett', ...): unknown verb 'gett'")
+    assert "Traceback" not in terminal.screen()
+    assert fetch(url) == "Hello from an edit!"
+
+    terminal.type("exit()")
+    wait_until(lambda: not terminal.alive(), what="ptpython to exit")
+    assert fetch(url).startswith("error:")
