@@ -158,7 +158,6 @@ def _prepare(args: argparse.Namespace) -> ModuleType:
 
 async def _serve_until_signal(module: ModuleType, *, watch: bool) -> int:
     connector = conn.start(module.create_connector())
-    os.environ["REPLKIT_PORT"] = str(connector.bound_port)
     print(f"serving on {connector.url}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -200,6 +200,10 @@ def start(connector: Connector) -> Connector:
             return running
         connector.start()
         _remember(connector)
+        if connector.port == 0 and os.environ.get("REPLKIT_PORT") == "0":
+            # "Any free port" is chosen once: restarts rebuild the map from the environment
+            # and must land on the same socket.
+            os.environ["REPLKIT_PORT"] = str(connector.bound_port)
         return connector
 
 

@@ -21,6 +21,7 @@ from ptpython.repl import PythonRepl, ReplExit
 from replkit import __version__
 from replkit import connector as conn
 from replkit.errors import ReplkitError
+from replkit.lifecycle import start_module
 from replkit.reload import Reloader, package_root
 
 __all__ = ["run_repl"]
@@ -56,7 +57,7 @@ async def _session(module: types.ModuleType, *, start: bool, watch: bool) -> int
     sys.modules["__main__"] = main
     try:
         if start:
-            _start(module)
+            start_module(module)
         if reloader is not None:
             reloader.start()
         print(_banner(name, reloader), flush=True)
@@ -76,18 +77,6 @@ async def _session(module: types.ModuleType, *, start: bool, watch: bool) -> int
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
     return 0
-
-
-def _start(module: types.ModuleType) -> None:
-    start = getattr(module, "start", None)
-    if callable(start):
-        start()
-    else:
-        conn.start(module.create_connector())
-    served = conn.serving()
-    if served:
-        # Later restarts rebuild the connector map: keep them on the port chosen now.
-        os.environ["REPLKIT_PORT"] = str(served[-1].bound_port)
 
 
 def _reload_now(reloader: Reloader | None) -> Any:

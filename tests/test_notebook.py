@@ -1,0 +1,196 @@
+"""Jupyter: the guide's notebook run top to bottom, and a real kernel's rough edges."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from conftest import ROOT, wait_until
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+from test_repl import free_port
+
+
+def texts(cell: Any) -> str:
+    """Everything a code cell showed, as text."""
+    shown = []
+    for output in cell.get("outputs", []):
+        shown.append(output.get("text") or output.get("data", {}).get("text/plain", ""))
+    return "".join(shown)
+
+
+def test_the_guide_notebook_runs_top_to_bottom(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(ROOT / "app", tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    source = (tmp_path / "app" / "sse_demo.py").read_text()
+    port = free_port()
+    monkeypatch.setenv("REPLKIT_PORT", str(port))
+    notebook = nbformat.read(ROOT / "notebooks" / "sse_demo.ipynb", as_version=4)
+    NotebookClient(
+        notebook, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+
+    shown = [texts(cell) for cell in notebook.cells if cell.cell_type == "code"]
+    assert f"serving on http://localhost:{port}" in shown[1]
+    assert shown[2] == "'Hello, World!'"
+    assert shown[3].startswith("text/event-stream; charset=UTF-8\n")
+    assert [line.split("data: ")[1] for line in shown[3].splitlines()[1:]] == [
+        str(i) for i in range(10)
+    ]
+    assert shown[4] == "'Hello from a notebook cell!'"
+    assert "reloaded app.sse_demo in" in shown[5] and "'Hello, hot reload!', served" in shown[5]
+    assert shown[6].endswith("'Hello, World!'")
+    assert shown[7] == "not serving\n"
+    assert shown[8:11] == ["'hello, world'", "('HELLO, WORLD!', 'bye')", "'bye!!'"]
+    assert shown[11] == "not serving\n"
+    assert (tmp_path / "app" / "sse_demo.py").read_text() == source  # put back as it was
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # nothing left listening
+
+
+class Kernel:
+    """A real IPython kernel in ``cwd``, run cell by cell."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.manager, self.client = start_new_kernel(kernel_name="python3", cwd=str(cwd))
+
+    def run(self, code: str, timeout: float = 30) -> tuple[str, str, str | None]:
+        """Run ``code``; return its stdout, its stderr and the error name, if any."""
+        out: list[str] = []
+        err: list[str] = []
+        error: list[str] = []
+
+        def collect(message: dict[str, Any]) -> None:
+            kind, content = message["msg_type"], message["content"]
+            if kind == "stream":
+                (out if content["name"] == "stdout" else err).append(content["text"])
+            elif kind in ("execute_result", "display_data"):
+                out.append(content["data"].get("text/plain", ""))
+            elif kind == "error":
+                error.append(content["ename"])
+                err.append("\n".join(content["traceback"]))
+
+        self.client.execute_interactive(code, timeout=timeout, output_hook=collect)
+        return "".join(out), "".join(err), error[0] if error else None
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Kernel, int]]:
+    shutil.copytree(ROOT / "app", tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    port = free_port()
+    monkeypatch.setenv("REPLKIT_PORT", str(port))
+    started = Kernel(tmp_path)
+    try:
+        started.run("%load_ext replkit\nimport asyncio, threading, aiohttp")
+        yield started, port
+    finally:
+        started.close()
+
+
+GET = """
+async with aiohttp.ClientSession() as session:
+    async with session.get("http://localhost:{port}{path}") as response:
+        print(response.status, await response.text())
+"""
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def replkit_threads(kernel: Kernel) -> str:
+    return kernel.run("print([t.name for t in threading.enumerate() if 'replkit' in t.name])")[0]
+
+
+def test_error_paths_in_a_kernel(kernel: tuple[Kernel, int]) -> None:
+    k, port = kernel
+    assert k.run("%replkit start app.sse_demo")[0].startswith(f"serving on http://localhost:{port}")
+    for _ in range(3):  # re-running the cell that starts the server
+        out, _, error = k.run("sse_demo.start()")
+        assert (out, error) == (
+            f"replkit: already serving on http://localhost:{port}; call restart() to reload it\n",
+            None,
+        )
+    assert k.run("from replkit import connector as conn; print(len(conn.serving()))")[0] == "1\n"
+
+    k.run("sse_demo.stop()")
+    assert port_is_free(port)
+    out, err, error = k.run("sse_demo.stop()")
+    assert (out, error) == ("replkit: not running; nothing to stop\n", None)
+
+    k.run("def boom(request):\n    raise RuntimeError('handler failed')\n"
+          "sse_demo.routes = {('/', 'get', sse_demo.home_page), ('/boom', 'get', boom)}\n"
+          "sse_demo.start()")  # fmt: skip
+    assert k.run(GET.format(port=port, path="/boom"))[0] == "500 Internal Server Error\n"
+    assert k.run(GET.format(port=port, path="/"))[0] == "200 Hello, World!\n"
+
+    out, err, error = k.run(
+        "sse_demo.routes = {('/', 'gett', sse_demo.home_page)}\nsse_demo.restart()"
+    )
+    assert err.strip() == (
+        "replkit: route ('/', 'gett', ...): unknown verb 'gett'; "
+        "expected one of get, post, put, delete, patch, head, options, any"
+    )
+    assert "Traceback" not in err
+    assert k.run("%replkit frobnicate")[1].strip() == (
+        "replkit: usage: %replkit start MODULE | stop | restart | reload | status"
+    )
+    assert k.run(GET.format(port=port, path="/"))[0] == "200 Hello, World!\n"  # still serving
+    k.run("%replkit stop")
+    assert port_is_free(port)
+    assert replkit_threads(k) == "[]\n"
+
+
+def test_interrupting_the_kernel_leaves_the_server_serving(kernel: tuple[Kernel, int]) -> None:
+    k, port = kernel
+    k.run("%replkit start app.sse_demo")
+    message_id = k.client.execute("import time; time.sleep(60)")
+    wait_until(lambda: _busy_with(k.client, message_id), 10, "the kernel to run the cell")
+    k.manager.interrupt_kernel()
+    reply = k.client.get_shell_msg(timeout=10)
+    assert reply["parent_header"]["msg_id"] == message_id
+    assert (
+        reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    )
+    assert k.run(GET.format(port=port, path="/"))[0] == "200 Hello, World!\n"
+    k.run("%replkit stop")
+    assert port_is_free(port)
+    assert replkit_threads(k) == "[]\n"
+
+
+def _busy_with(client: BlockingKernelClient, message_id: str) -> bool:
+    try:
+        message = client.get_iopub_msg(timeout=0.1)
+    except Exception:  # queue.Empty: nothing yet
+        return False
+    return (
+        message["msg_type"] == "execute_input"
+        and message["parent_header"].get("msg_id") == message_id
+    )
+
+
+def test_restarting_the_kernel_frees_the_port(kernel: tuple[Kernel, int]) -> None:
+    k, port = kernel
+    k.run("%replkit start app.sse_demo")
+    assert not port_is_free(port)
+    k.manager.restart_kernel(now=True)
+    wait_until(lambda: port_is_free(port), 10, f"port {port} to be free after the restart")
+    assert k.manager.is_alive()
+    k.client.wait_for_ready(timeout=30)
+    assert k.run("print('fresh kernel')")[0] == "fresh kernel\n"
