@@ -20,7 +20,7 @@ from typing import Any
 
 from replkit import connector as conn
 from replkit.errors import ReplkitError
-from replkit.reload import Reloader, package_root
+from replkit.reload import Reloader, describe, package_root
 
 __all__ = ["load_app_module", "main"]
 
@@ -83,35 +83,12 @@ def load_app_module(name: str) -> ModuleType:
     except ModuleNotFoundError as err:
         if err.name is not None and (name == err.name or name.startswith(f"{err.name}.")):
             raise ReplkitError(f"no module named {name!r} (searched {cwd} and sys.path)") from None
-        raise ReplkitError(f"importing {name}: {describe_exception(err)}") from None
+        raise ReplkitError(f"importing {name}: {describe(err)}") from None
     except Exception as err:
-        raise ReplkitError(f"importing {name}: {describe_exception(err)}") from None
+        raise ReplkitError(f"importing {name}: {describe(err)}") from None
     if not callable(getattr(module, "create_connector", None)):
         raise ReplkitError(f"module {name} has no create_connector() function to serve")
     return module
-
-
-def describe_exception(err: BaseException) -> str:
-    """``path:line: Type: message`` for the innermost frame of ``err``, path made relative."""
-    if isinstance(err, SyntaxError) and err.filename:
-        where = f"{_relative(err.filename)}:{err.lineno}: "
-        return f"{where}{type(err).__name__}: {err.msg}"
-    frame = None
-    tb = err.__traceback__
-    while tb is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith("<"):
-            frame = tb
-        tb = tb.tb_next
-    where = f"{_relative(frame.tb_frame.f_code.co_filename)}:{frame.tb_lineno}: " if frame else ""
-    return f"{where}{type(err).__name__}: {err}"
-
-
-def _relative(path: str) -> str:
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if relative.startswith("..") else relative
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

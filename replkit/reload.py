@@ -29,7 +29,14 @@ from pathlib import Path
 
 import watchfiles
 
-__all__ = ["ReloadError", "ReloadResult", "Reloader", "package_root", "reload_modules"]
+__all__ = [
+    "ReloadError",
+    "ReloadResult",
+    "Reloader",
+    "describe",
+    "package_root",
+    "reload_modules",
+]
 
 # Re-executing these would lose the reloader's own state or the defonce registry.
 _PINNED = frozenset({"__main__", __name__, "replkit.lifecycle"})
@@ -357,17 +364,22 @@ def _run_hooks(modules: Sequence[tuple[types.ModuleType, str]], hook: str) -> li
     return errors
 
 
-def _error(exc: BaseException, files: Sequence[str], suffix: str = "") -> ReloadError:
-    """``path:line: ExcType: message`` where a SyntaxError points, else at the innermost frame
-    in ``files`` (the first one, without a line, if none is), or in any file if none given."""
+def describe(exc: BaseException, files: Sequence[str] = ()) -> str:
+    """``path:line: ExcType: message`` on one line: where a SyntaxError points, else the
+    innermost frame in ``files`` (the first one, without a line, if none is), or in any
+    source file if ``files`` is empty."""
     if isinstance(exc, SyntaxError) and exc.filename:
         path, line, detail = exc.filename, exc.lineno, exc.msg
     else:
         path, line = _innermost(exc, files)
         detail = str(exc)
     where = _display_path(path) + (f":{line}" if line else "")
-    message = f"{where}: {type(exc).__name__}" + (f": {detail}" if detail else "") + suffix
-    error = ReloadError(" ".join(message.splitlines()))
+    message = f"{where}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+    return " ".join(message.splitlines())
+
+
+def _error(exc: BaseException, files: Sequence[str], suffix: str = "") -> ReloadError:
+    error = ReloadError(describe(exc, files) + suffix)
     error.__cause__ = exc
     return error
 
