@@ -135,14 +135,14 @@ def _prepare(args: argparse.Namespace) -> ModuleType:
 
 async def _serve_until_signal(module: ModuleType, *, watch: bool) -> int:
     connector = conn.start(module.create_connector())
-    print(f"serving on {connector.url}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     reloader = Reloader([package_root(module)]) if watch else None
     if reloader is not None:
-        reloader.start()
+        reloader.start()  # before saying so: a save right after this line must be seen
+    print(f"serving on {connector.url}", flush=True)
     try:
         await stopping.wait()
     finally:

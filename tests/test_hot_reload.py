@@ -147,3 +147,9 @@ def test_every_kind_of_save_is_served_while_a_stream_stays_open(
 def _first_events(url: str, count: int) -> bytes:
     with urllib.request.urlopen(f"{url}/counter", timeout=5) as response:
         return b"".join(response.readline() for _ in range(3 * count))
+
+
+def test_a_save_right_after_serving_is_announced_is_seen(live_app: LiveApp) -> None:
+    # `serving on` is printed only once the watcher is active: no window to miss a save in.
+    live_app.edit("Hello, World!", "Hello, first save!")
+    live_app.serves("/", "Hello, first save!")
