@@ -123,3 +123,42 @@ def test_the_guide_workflow_in_ptpython(repl: tuple[Terminal, str, Path]) -> Non
     terminal.type("exit()")
     wait_until(lambda: not terminal.alive(), what="ptpython to exit")
     assert fetch(url).startswith("error:")
+
+
+INTERPRETERS = {
+    # name: (command after the interpreter path, how to leave)
+    "python -i": (["-i", "-q"], ["exit()"]),
+    "ptpython": (["-m", "ptpython"], ["exit()"]),
+    "ptpython --asyncio": (["-m", "ptpython", "--asyncio"], ["C-d", "y"]),
+    "ipython": (["-m", "IPython", "--no-banner"], ["exit()"]),
+}
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+def test_start_stop_restart_from_any_interactive_python(tmp_path: Path, interpreter: str) -> None:
+    shutil.copytree(ROOT / "app", tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    port = free_port()
+    url = f"http://localhost:{port}"
+    arguments, leave = INTERPRETERS[interpreter]
+    terminal = Terminal(["env", f"REPLKIT_PORT={port}", sys.executable, *arguments], tmp_path)
+    try:
+        wait_until(
+            lambda: ">>>" in terminal.screen() or "In [1]" in terminal.screen(), 20, "a prompt"
+        )
+        terminal.type("import app.sse_demo as sse_demo; sse_demo.start()")
+        wait_until(lambda: fetch(url) == "Hello, World!", 10, "the server to start")
+        terminal.type("sse_demo.stop()")
+        wait_until(lambda: fetch(url).startswith("error:"), 10, "the server to stop")
+        terminal.type("sse_demo.restart()")
+        wait_until(lambda: fetch(url) == "Hello, World!", 10, "the restart")
+        terminal.type("sse_demo.start()")
+        terminal.shows("replkit: already serving on")
+        for key in leave:
+            if key.startswith("C-"):
+                terminal.tmux("send-keys", "-t", "t", key)
+            else:
+                terminal.type(key)
+        wait_until(lambda: not terminal.alive(), 10, f"{interpreter} to exit")
+        assert fetch(url).startswith("error:")
+    finally:
+        terminal.close()
