@@ -37,6 +37,33 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "
         time.sleep(0.01)
 
 
+class Hammer:
+    """Calls ``fetch`` in a loop on a thread while in the ``with`` block: what it returned, what
+    it raised. Used to prove that no request is refused while a server is swapped."""
+
+    def __init__(self, fetch: Callable[[], Any]) -> None:
+        self.fetch = fetch
+        self.answers: set[Any] = set()
+        self.failures: list[BaseException] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hammer")
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.answers.add(self.fetch())
+            except Exception as err:  # a refused connection lands here
+                self.failures.append(err)
+
+    def __enter__(self) -> Hammer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+
 def app_map(routes: Any, **extra: Any) -> dict[str, Any]:
     """A connector map on 127.0.0.1, any free port, with the default interceptors and routes."""
     connector_map = conn.default_connector_map(0, "127.0.0.1") | extra

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import server_threads, wait_until
+from conftest import Hammer, server_threads, wait_until
 
 from replkit import http
 from replkit.aiohttp import AiohttpConnector, ServerError, create_connector
@@ -202,37 +201,24 @@ async def test_take_over_keeps_the_socket_and_open_streams(
 ) -> None:
     old = serve(plain_map(stream_forever("old")))
     url, port = old.url, old.bound_port
-    failures: list[BaseException] = []
-    answers: set[bytes] = set()
-    done = threading.Event()
-
-    def hammer() -> None:
-        while not done.is_set():
-            try:
-                answers.add(get(f"{url}/")[1])
-            except Exception as err:  # a refused connection would land here
-                failures.append(err)
-
-    client = threading.Thread(target=hammer)
     current = old
     try:
         async with aiohttp.ClientSession() as session, session.get(f"{url}/stream") as stream:
             assert await stream.content.readuntil(b"\n\n") == b"data: old\n\n"
-            client.start()
-            for i in range(20):
-                new = create_connector(plain_map(stream_forever(f"new{i}"), port=port), None)
-                current = new.take_over(current)
-                await asyncio.to_thread(wait_until, lambda i=i: f"new{i}".encode() in answers)
-            done.set()
-            await asyncio.to_thread(client.join, 5)
-            assert not failures
+            with Hammer(lambda: get(f"{url}/")[1]) as hammer:
+                for i in range(20):
+                    new = create_connector(plain_map(stream_forever(f"new{i}"), port=port), None)
+                    current = new.take_over(current)
+                    await asyncio.to_thread(
+                        wait_until, lambda i=i: f"new{i}".encode() in hammer.answers
+                    )
+            assert not hammer.failures
             assert not old.running and current.running
             assert get(f"{url}/")[1] == b"new19"
             # The stream opened on the old connector is still open: stopping ends it.
             await asyncio.to_thread(current.stop)
             assert await asyncio.wait_for(stream.content.read(), 5) == b""
     finally:
-        done.set()
         await asyncio.to_thread(current.stop)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 import types
 import urllib.error
 import urllib.request
@@ -13,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import app_map, wait_until
+from conftest import Hammer, app_map, wait_until
 
 from replkit import connector as conn
 from replkit.aiohttp import AiohttpConnector, create_connector
@@ -249,27 +248,11 @@ def test_restart_on_the_same_port_never_refuses_a_request(
 ) -> None:
     current = make.remember_port(conn.start(make("v0")))  # type: ignore[attr-defined]
     url = current.url
-    failures: list[BaseException] = []
-    seen: set[bytes] = set()
-    done = threading.Event()
-
-    def hammer() -> None:
-        while not done.is_set():
-            try:
-                seen.add(request(url)[2])
-            except Exception as err:
-                failures.append(err)
-
-    client = threading.Thread(target=hammer)
-    client.start()
-    try:
+    with Hammer(lambda: request(url)[2]) as hammer:
         for i in range(1, 11):
             current = conn.restart(current, make(f"v{i}"))
-            wait_until(lambda i=i: f"v{i}".encode() in seen)
-    finally:
-        done.set()
-        client.join(5)
-    assert not failures
+            wait_until(lambda i=i: f"v{i}".encode() in hammer.answers)
+    assert not hammer.failures
     assert conn.serving() == [current]
 
 
