@@ -1,13 +1,14 @@
 """Table routes, as the guide writes them, after Pedestal's ``io.pedestal.http.route``.
 
-A table is a set (or list) of rows ``(path, verb, handler_or_interceptors, *options)``::
+A table is a set or a list of rows ``(path, verb, handler_or_interceptors, *options)``; a
+set, as in the guide, when every row is hashable, a list when a row holds a list or a dict::
 
-    routes = {
+    routes = [
         ("/", "get", home_page),
         ("/counter", "get", counter_interceptor),
         ("/users/:id", "get", [auth, show_user], "user-show", {"constraints": {"id": r"\\d+"}}),
         ("/files/*path", "get", serve_file),
-    }
+    ]
 
 Options are a route name (a str) and/or a dict with ``route_name`` and ``constraints``.
 ``:param`` matches one segment, ``*wildcard`` the rest of the path. A literal segment beats
