@@ -142,11 +142,16 @@ class AiohttpConnector:
         return self
 
     async def stop_async(self) -> None:
-        """Stop as :meth:`stop` does, awaiting the end; call it on the server's own loop."""
+        """Stop as :meth:`stop` does, awaiting the end without blocking the caller's loop."""
         server, self._server = self._server, None
-        if server is not None:
+        if server is None:
+            return
+        if server.on_loop_thread():
             await server.shutdown(self.shutdown_grace)
-            server.release_loop()
+        elif not server.loop.is_closed():
+            shutdown = server.shutdown(self.shutdown_grace)
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(shutdown, server.loop))
+        server.release_loop()
 
     def take_over(self, old: AiohttpConnector, *, drop_streams: bool = False) -> Self:
         """Become the connector answering on ``old``'s socket, which never closes meanwhile.
@@ -165,15 +170,15 @@ class AiohttpConnector:
             server.call_soon(server.close_streams, old)
         return self
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Run the interceptor chain for one aiohttp request and write its response."""
+    async def handle(self, request: web.BaseRequest, server: _Server) -> web.StreamResponse:
+        """Run the interceptor chain for one request ``server`` received; write the response."""
         context: Context = {**self.initial_context, "request": await _request_map(request)}
         try:
             context = await execute(context, self.interceptors)
             response = context.get("response")
             if response is None:
                 response = _plain(404, "Not Found")
-            return await self._write(request, response)
+            return await self._write(request, response, server)
         except InterceptorError as err:
             log.error(
                 "%s %s -> 500: %s", request.method, request.rel_url, err, exc_info=err.exception
@@ -183,17 +188,19 @@ class AiohttpConnector:
             log.error("%s %s -> 500: %s", request.method, request.rel_url, err)
             return web.Response(status=500, text="Internal Server Error")
 
-    async def _write(self, request: web.BaseRequest, response: Any) -> web.StreamResponse:
+    async def _write(
+        self, request: web.BaseRequest, response: Any, server: _Server
+    ) -> web.StreamResponse:
         status, headers, body = _checked_response(response)
         if not isinstance(body, AsyncIterable):
             return web.Response(status=status, headers=headers, body=body)
         stream = web.StreamResponse(status=status, headers=headers)
         await stream.prepare(request)
-        server = self._server
         task = asyncio.current_task()
         assert task is not None
-        if server is not None:
-            server.streams[task] = (self, body)
+        # Tracked on the server, not on self: after a take-over self no longer has one, but
+        # its streams must still be closed when the server stops.
+        server.streams[task] = (self, body)
         chunks = aiter(body)
         try:
             async for chunk in chunks:
@@ -202,8 +209,7 @@ class AiohttpConnector:
         except ConnectionError:
             pass  # the client left; the body's cleanup below notices
         finally:
-            if server is not None:
-                server.streams.pop(task, None)
+            server.streams.pop(task, None)
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -295,7 +301,7 @@ class _Server:
         )
 
     async def _forward(self, request: web.BaseRequest) -> web.StreamResponse:
-        return await self.target.handle(request)
+        return await self.target.handle(request, self)
 
     async def open(self) -> None:
         while self._unadopted and not self._closed:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import watchfiles
 
+from replkit.errors import ReplkitError
+
 __all__ = [
     "ReloadError",
     "ReloadResult",
@@ -59,7 +61,7 @@ _MISSING = object()
 _Undo = list[tuple[dict[str, object], str, object]]
 
 
-class ReloadError(Exception):
+class ReloadError(ReplkitError):
     """Why a batch was not swapped in, as one line: ``app/x.py:12: SyntaxError: invalid syntax``."""
 
 
