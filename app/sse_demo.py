@@ -65,10 +65,10 @@ def stop() -> None:
     connector.reset(None)
 
 
-def restart() -> None:
+def restart(*, drop_streams: bool = False) -> None:
     """Serve a freshly built connector, as the guide's stop-then-start does.
 
     Unlike stop-then-start, the listening socket never closes, so no request is refused,
-    and streams already open run to their end.
+    and streams already open run to their end (``drop_streams=True`` cuts them).
     """
-    connector.reset(conn.restart(connector.deref(), create_connector()))
+    connector.reset(conn.restart(connector.deref(), create_connector(), drop_streams=drop_streams))

@@ -162,3 +162,31 @@ def test_start_stop_restart_from_any_interactive_python(tmp_path: Path, interpre
         assert fetch(url).startswith("error:")
     finally:
         terminal.close()
+
+
+def test_the_replkit_magic_in_terminal_ipython(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "app", tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    port = free_port()
+    url = f"http://localhost:{port}"
+    command = ["env", f"REPLKIT_PORT={port}", sys.executable, "-m", "IPython", "--no-banner"]
+    terminal = Terminal(command, tmp_path)
+    try:
+        terminal.shows("In [1]", 20)
+        terminal.type("%load_ext replkit")
+        terminal.type("%replkit start app.sse_demo")
+        terminal.shows(f"serving on {url}")
+        assert fetch(url) == "Hello, World!"
+        source = tmp_path / "app" / "sse_demo.py"
+        source.write_text(source.read_text().replace("Hello, World!", "Hello, IPython!"))
+        wait_until(lambda: fetch(url) == "Hello, IPython!", what="the save to be served")
+        terminal.type("%replkit restart")
+        terminal.type("%replkit nonsense")
+        terminal.shows("replkit: usage: %replkit start MODULE | stop | restart | reload | status")
+        assert "Traceback" not in terminal.screen()
+        terminal.type("%replkit stop")
+        terminal.shows("not serving")
+        assert fetch(url).startswith("error:")
+        terminal.type("exit()")
+        wait_until(lambda: not terminal.alive(), 10, "IPython to exit")
+    finally:
+        terminal.close()
