@@ -41,7 +41,7 @@ $(SYSTEM_INSTALLED): .ci/system-deps $(BIN)/python
 	touch $@
 
 $(NODE_INSTALLED): tests/js/package-lock.json $(SYSTEM_INSTALLED)
-	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 	touch $@
 
 clean:

@@ -1,7 +1,8 @@
-"""The guide's transcript, reproduced against ``replkit serve app.sse_demo``.
+"""The guide's transcript, reproduced against ``replkit serve app.sse_demo``, and its
+JavaScript client run in a real browser.
 
-``curl`` and the npm ``eventsource`` package are the clients: both are independent of
-replkit, and the second follows the WHATWG EventSource standard.
+``curl``, the npm ``eventsource`` package and Chromium are the clients: all independent of
+replkit, the last two following the WHATWG EventSource standard.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import os
 import select
 import subprocess
 import time
+from collections.abc import Callable
 
-from conftest import ROOT
+from conftest import ROOT, app_map
+
+import app.sse_demo as sse_demo
+from replkit.aiohttp import AiohttpConnector
 
 COUNTER_TRANSCRIPT = b"".join(b"event: counter\ndata: %d\n\n" % i for i in range(10))
 
@@ -88,3 +93,39 @@ def test_eventsource_client_receives_the_ten_counter_events(sse_demo: str) -> No
     assert messages[0] == {"open": True}
     events = [m for m in messages if m.get("type") == "counter"]
     assert [e["data"] for e in events] == [str(i) for i in range(10)]
+
+
+# The guide's "Connecting from JavaScript" snippet, verbatim, on a page of its own.
+GUIDE_PAGE = """<!doctype html>
+<title>Counter</title>
+<script>
+const eventSource = new EventSource("/counter");
+eventSource.addEventListener("counter", (event) => {
+    console.log("Counter:", event.data);
+});
+</script>
+"""
+
+
+def test_the_guides_javascript_in_a_real_browser(serve: Callable[..., AiohttpConnector]) -> None:
+    def page(_request: dict) -> dict:
+        # The default secure headers carry Pedestal's strict CSP, under which a browser runs
+        # no inline script; a page with one says what it allows.
+        headers = {
+            "Content-Type": "text/html; charset=UTF-8",
+            "Content-Security-Policy": "script-src 'self' 'unsafe-inline'",
+        }
+        return {"status": 200, "headers": headers, "body": GUIDE_PAGE}
+
+    server = serve(app_map([*sse_demo.routes, ("/page", "get", page)]))
+    result = subprocess.run(
+        ["node", str(ROOT / "tests/js/browser-console.mjs"), f"{server.url}/page", "Counter: 9"],
+        capture_output=True,
+        text=True,
+        timeout=40,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    logged = [json.loads(line).get("console", "") for line in result.stdout.splitlines()]
+    assert [line for line in logged if line.startswith("Counter:")] == [
+        f"Counter: {i}" for i in range(10)
+    ]
