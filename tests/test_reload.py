@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import watchfiles
+from conftest import wait_until
 
 import replkit.reload as reload_module
 from replkit.reload import Reloader, ReloadResult, reload_modules
@@ -71,15 +72,6 @@ def pkg(tmp_path: Path) -> Iterator[Pkg]:
         del main[key]
     for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
         del sys.modules[module]
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
-    return value
 
 
 class Reports:
@@ -671,7 +663,7 @@ def test_rapid_saves_end_with_the_last_content(pkg: Pkg, watching: Callable[...,
     for value in range(1, saves + 1):
         pkg.write("a.py", f"VALUE = {value}\n")
 
-    wait_until(lambda: getattr(pkg.current("a"), "VALUE", None) == saves, "the last save")
+    wait_until(lambda: getattr(pkg.current("a"), "VALUE", None) == saves, DEADLINE, "the last save")
 
     batches = [result for result in reports.all if pkg.dotted("a") in result.modules]
     assert 1 <= len(batches) <= saves // 2, reports.all
@@ -792,9 +784,11 @@ def test_the_default_report_prints_successes_to_stdout_and_failures_to_stderr(
 
     try:
         pkg.write("a.py", "VALUE = 2\n")
-        wait_until(lambda: printed(out, f"reloaded {pkg.dotted('a')} in "), "the success line")
+        wait_until(
+            lambda: printed(out, f"reloaded {pkg.dotted('a')} in "), DEADLINE, "the success line"
+        )
         pkg.write("a.py", "VALUE = (\n")
-        wait_until(lambda: printed(err, "reload failed: "), "the failure line")
+        wait_until(lambda: printed(err, "reload failed: "), DEADLINE, "the failure line")
     finally:
         reloader.stop()
     assert "(still running the last good code)" in "".join(err)
