@@ -208,6 +208,16 @@ class AiohttpConnector:
             await stream.write_eof()
         except ConnectionError:
             pass  # the client left; the body's cleanup below notices
+        except Exception:
+            # Headers are out: say why, and cut the connection so that the client sees an
+            # incomplete response rather than a complete, truncated one.
+            log.exception(
+                "%s %s: the response body raised; ending the stream",
+                request.method,
+                request.rel_url,
+            )
+            if request.transport is not None:
+                request.transport.close()
         finally:
             server.streams.pop(task, None)
             aclose = getattr(chunks, "aclose", None)

@@ -8,6 +8,7 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
+from http.client import IncompleteRead
 from typing import Any
 
 import aiohttp
@@ -184,6 +185,25 @@ def test_an_async_iterable_body_is_streamed(serve: Callable[..., AiohttpConnecto
     )
     connector = serve(plain_map(streaming))
     assert get(connector.url) == (200, b"one,two")
+
+
+def test_a_body_that_raises_mid_stream_is_logged_and_ends_the_response(
+    serve: Callable[..., AiohttpConnector], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise ValueError("body broke")
+
+    streaming = Interceptor(
+        "breaking", enter=lambda ctx: {**ctx, "response": {"status": 200, "body": chunks()}}
+    )
+    connector = serve(plain_map(streaming))
+    with caplog.at_level(logging.ERROR, logger="replkit.server"):
+        with pytest.raises(IncompleteRead):
+            get(f"{connector.url}/b")
+        wait_until(lambda: caplog.records)
+    assert caplog.records[0].getMessage() == "GET /b: the response body raised; ending the stream"
+    assert str(caplog.records[0].exc_info[1]) == "body broke"  # type: ignore[index]
 
 
 def stream_forever(label: str) -> Interceptor:
