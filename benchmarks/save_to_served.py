@@ -48,7 +48,7 @@ def main() -> None:
         )
         try:
             assert server.stdout is not None
-            url = server.stdout.readline().strip().removeprefix("serving on ")
+            url = server.stdout.readline().split()[2]
             streamed: list[bytes] = []
             reader = threading.Thread(
                 target=lambda: streamed.append(fetch(f"{url}/counter")), daemon=True

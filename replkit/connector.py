@@ -13,26 +13,31 @@ connector that :func:`start` and :func:`stop` control::
 :func:`start`, :func:`stop` and :func:`restart` are made for a REPL: starting what already
 runs, or stopping what is stopped, prints one line instead of failing, and ``restart``
 hands the listening socket to the new connector so no request is ever refused.
+
+Process-wide state: the address overrides a :class:`replkit.session.Session` sets for the
+app it serves (``replkit serve --port``), see :func:`override_address`. Which servers are
+open is :mod:`replkit.server`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
-from collections.abc import Callable, Collection, Mapping
-from typing import Any, Protocol, Self
+from collections.abc import Callable, Collection
+from typing import Any
 
 from replkit import http
 from replkit.errors import ReplkitError
 from replkit.interceptor import Context, Interceptor, enqueue
 from replkit.routes import RouteError, Router, expand_routes
+from replkit.server import Connector, find_server, open_servers
 
 __all__ = [
     "Connector",
     "default_connector_map",
-    "dev_mode",
+    "override_address",
+    "placed",
     "restart",
     "serving",
     "start",
@@ -45,55 +50,28 @@ __all__ = [
 log = logging.getLogger("replkit.routes")
 
 ConnectorMap = dict[str, Any]
+Address = tuple[str, int]
 
 
-class Connector(Protocol):
-    """What :func:`start`, :func:`stop` and :func:`restart` need from an adapter's connector."""
-
-    host: str
-    port: int
-
-    @property
-    def running(self) -> bool: ...
-    @property
-    def url(self) -> str: ...
-    @property
-    def bound_port(self) -> int: ...
-    def start(self) -> Self: ...
-    def stop(self) -> Self: ...
-    async def stop_async(self) -> None: ...
-    def take_over(self, old: Any, *, drop_streams: bool = False) -> Self: ...
-
-
-def dev_mode() -> bool:
-    """Whether dev mode is on: ``REPLKIT_DEV_MODE`` is set to 1/true/yes/on.
-
-    ``replkit repl``, ``replkit serve`` (when watching) and ``%load_ext replkit`` turn it on.
-    In dev mode :func:`with_routes` re-reads the routes for every request, so redefining
-    them takes effect without a restart, as in Pedestal's dev mode.
-    """
-    return os.environ.get("REPLKIT_DEV_MODE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def default_connector_map(port: int, host: str = "localhost") -> ConnectorMap:
-    """A connector map for ``host:port`` with no interceptors yet.
-
-    The environment variables ``REPLKIT_PORT`` and ``REPLKIT_HOST`` override the arguments;
-    the ``replkit`` command sets them from ``--port`` and ``--host``.
-    """
+def env_address(host: str, port: int) -> Address:
+    """``(host, port)`` with the user's ``REPLKIT_HOST`` and ``REPLKIT_PORT`` applied."""
     env_port = os.environ.get("REPLKIT_PORT")
     if env_port:
         try:
             port = int(env_port)
         except ValueError:
             raise ReplkitError(f"REPLKIT_PORT={env_port!r} is not a port number") from None
-    return {
-        "host": os.environ.get("REPLKIT_HOST") or host,
-        "port": port,
-        "interceptors": [],
-        "initial_context": {},
-        "dev_mode": dev_mode(),
-    }
+    return os.environ.get("REPLKIT_HOST") or host, port
+
+
+def default_connector_map(port: int, host: str = "localhost") -> ConnectorMap:
+    """A connector map for ``host:port`` with no interceptors yet.
+
+    The environment variables ``REPLKIT_PORT`` and ``REPLKIT_HOST``, when set, override the
+    arguments: a way to move an app without editing it.
+    """
+    host, port = env_address(host, port)
+    return {"host": host, "port": port, "interceptors": [], "initial_context": {}}
 
 
 def with_interceptors(connector_map: ConnectorMap, *interceptors: Any) -> ConnectorMap:
@@ -118,35 +96,19 @@ def with_default_interceptors(connector_map: ConnectorMap) -> ConnectorMap:
 
 
 def with_routes(connector_map: ConnectorMap, routes: Any) -> ConnectorMap:
-    """Add a router for ``routes``, a route table or a function returning one.
+    """Add a router for ``routes``: a route table, or a function returning one.
 
     The table is checked now: a bad one raises :class:`~replkit.routes.RouteError`. A
     function is called for every request and its table re-expanded whenever it returns a
-    new one. In dev mode a table passed by name (``with_routes(m, routes)``) is re-read
-    from that name in its module for every request, which is how a reloaded or redefined
-    ``routes`` reaches a running server.
+    new one, as Pedestal's dev mode does with ``#(deref #'routes)``: pass
+    ``lambda: routes`` to have a table redefined at the prompt served without a restart.
+    (Saving a file needs neither: the reload builds a new connector.)
     """
     if callable(routes):
         source, table = routes, routes()
-    elif connector_map.get("dev_mode"):
-        source, table = _named_source(sys._getframe(1).f_globals, routes), routes
     else:
         source, table = None, routes
     return with_interceptors(connector_map, _router(table, source))
-
-
-def _named_source(namespace: Mapping[str, Any], routes: Any) -> Callable[[], Any] | None:
-    names = [name for name, value in namespace.items() if value is routes]
-    if len(names) != 1:
-        return None
-    module, name = namespace.get("__name__"), names[0]
-
-    def current() -> Any:
-        # The module object changes when the reloader swaps in a fresh one: look it up.
-        found = sys.modules.get(module) if isinstance(module, str) else None
-        return (found.__dict__ if found is not None else namespace).get(name, routes)
-
-    return current
 
 
 def _router(table: Any, source: Callable[[], Any] | None) -> Interceptor:
@@ -183,71 +145,92 @@ def _router(table: Any, source: Callable[[], Any] | None) -> Interceptor:
     return Interceptor(name="replkit.routes/router", enter=enter)
 
 
-_serving: dict[tuple[str, int], Connector] = {}
-_serving_lock = threading.Lock()
+# declared address (the connector map's) -> where a session serves it instead
+_overrides: dict[Address, Address] = {}
+_lock = threading.RLock()
+
+
+def override_address(declared: Address, host: str | None, port: int | None) -> Address:
+    """Serve connectors whose map says ``declared`` at ``host``/``port`` instead (either may
+    be ``None``: keep the map's); returns the address now used.
+
+    This is how ``replkit serve app --port 0`` reaches a ``create_connector()`` that asks
+    for port 8890, including through the module's own ``start()`` and ``restart()``. Port
+    0 means any free port, chosen once: a later start lands on the same port.
+    """
+    with _lock:
+        actual = (host or declared[0], declared[1] if port is None else port)
+        if actual == declared:
+            _overrides.pop(declared, None)
+        else:
+            _overrides[declared] = actual
+        return actual
+
+
+def placed(declared: Address) -> Address:
+    """Where a connector whose map says ``declared`` is served (see :func:`override_address`)."""
+    with _lock:
+        return _overrides.get(declared, declared)
+
+
+def _place(connector: Connector) -> Address:
+    """Move ``connector`` where an override says; returns the address its map declared."""
+    declared = (connector.host, connector.port)
+    override = _overrides.get(declared)
+    if override is not None:
+        connector.host, connector.port = override
+    return declared
 
 
 def start(connector: Connector) -> Connector:
     """Start ``connector`` and return it; the REPL-friendly ``conn/start!``.
 
-    If a connector started here already serves the same host and port, nothing is started:
-    a one-line message says so and that running connector is returned.
+    If a server already listens at its address in this process, nothing is started: a
+    one-line message says so and the connector answering there is returned.
     """
-    with _serving_lock:
-        running = _serving.get((connector.host, connector.port))
-        if running is not None and running.running:
-            print(f"replkit: already serving on {running.url}; call restart() to reload it")
-            return running
-        connector.start()
-        _remember(connector)
-        if connector.port == 0 and os.environ.get("REPLKIT_PORT") == "0":
-            # "Any free port" is chosen once: restarts rebuild the map from the environment
-            # and must land on the same socket.
-            os.environ["REPLKIT_PORT"] = str(connector.bound_port)
-        return connector
+    with _lock:
+        return _start(connector, _place(connector))
+
+
+def _start(connector: Connector, declared: Address) -> Connector:
+    server = find_server(connector.host, connector.port)
+    if server is not None:
+        print(f"replkit: already serving on {server.target.url}; call restart() to reload it")
+        return server.target
+    connector.start()
+    if _overrides.get(declared) == (connector.host, 0):
+        _overrides[declared] = (connector.host, connector.bound_port)
+    return connector
 
 
 def stop(connector: Connector | None) -> None:
-    """Stop ``connector``, closing its open streams; a one-line message if not running."""
+    """Stop the server ``connector`` serves, closing its open streams; a one-line message if
+    it is not running."""
     if connector is None or not connector.running:
         print("replkit: not running; nothing to stop")
         return
-    with _serving_lock:
-        connector.stop()
-        _forget(connector)
+    connector.stop()
 
 
 def restart(old: Connector | None, new: Connector, *, drop_streams: bool = False) -> Connector:
     """Replace ``old`` by ``new`` and return ``new``, running.
 
-    On the same host and port the listening socket stays open throughout: requests arriving
+    On the same address the listening socket stays open throughout: requests arriving
     mid-restart are served by ``new``, never refused, and streams ``old`` opened run to
     their end unless ``drop_streams`` is true. Otherwise this is ``stop`` then ``start``.
     """
-    if old is None or not old.running:
-        return start(new)
-    if (new.host, new.port) not in {(old.host, old.port), (old.host, old.bound_port)}:
-        stop(old)
-        return start(new)
-    with _serving_lock:
-        new.take_over(old, drop_streams=drop_streams)
-        _forget(old)
-        _remember(new)
-    return new
+    with _lock:
+        declared = _place(new)
+        server = old.server if old is not None and old.running else None
+        if server is None:
+            return _start(new, declared)
+        if new.host != server.host or new.port not in (server.port, server.requested_port):
+            stop(old)
+            return _start(new, declared)
+        new.take_over(server.target, drop_streams=drop_streams)
+        return new
 
 
 def serving() -> list[Connector]:
-    """The connectors started by :func:`start` or :func:`restart` still serving, oldest first."""
-    with _serving_lock:
-        found = {id(c): c for c in _serving.values() if c.running}
-    return list(found.values())
-
-
-def _remember(connector: Connector) -> None:
-    _serving[(connector.host, connector.port)] = connector
-    _serving[(connector.host, connector.bound_port)] = connector
-
-
-def _forget(connector: Connector) -> None:
-    for address in [a for a, c in _serving.items() if c is connector]:
-        del _serving[address]
+    """The connectors answering on the servers open in this process, oldest server first."""
+    return [server.target for server in open_servers()]

@@ -11,10 +11,9 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Atom", "defonce", "start_module"]
+__all__ = ["Atom", "defonce"]
 
 T = TypeVar("T")
 
@@ -61,15 +60,3 @@ def defonce(name: str, init: Callable[[], T]) -> T:
         if key not in _defonce_values:
             _defonce_values[key] = init()
         return _defonce_values[key]
-
-
-def start_module(module: ModuleType) -> None:
-    """Start ``module``'s server as its author wrote it: its ``start()``, which keeps the
-    connector in the module's atom, else ``connector.start(module.create_connector())``."""
-    from replkit import connector as conn  # only needed here; keeps lifecycle import-light
-
-    start = getattr(module, "start", None)
-    if callable(start):
-        start()
-    else:
-        conn.start(module.create_connector())

@@ -1,64 +1,59 @@
-"""Reload edited modules inside the running process, as one transaction, on save.
+"""Reload edited modules inside the running process, as one transaction.
 
 Clojure keeps the process, and the connections it holds, and re-evaluates the namespaces
-that changed. :func:`reload_modules` does that for Python: it executes the changed modules
-and every module that imports them into fresh module objects, in dependency order, and swaps
-them in only when all of them succeeded; otherwise the last good code keeps running.
-:class:`Reloader` does it whenever watchfiles reports a saved ``.py`` file.
+that changed. A :class:`Batch` does that for Python: it executes the changed modules and
+every project module that imports them into fresh module objects, in dependency order
+(:mod:`replkit.imports`), and swaps them in only if all of them succeeded, and whatever
+the caller checks before committing (building the app's new connector) succeeded too.
+Otherwise the old modules stay, untouched, and the last good code keeps running.
+
+Old module objects, which code and the REPL may still hold, forward every attribute to
+their successor; names in ``__main__`` (the REPL's namespace) are rebound to the new
+objects. A module may define ``__before_reload__()``, run on the old module before the
+batch, and ``__after_reload__()``, run on whichever module is live afterwards.
+
+Process-wide state, all of it, guarded by :data:`replkit.imports.lock`:
+
+- ``_loaded``: for each module executed by replkit or seen at the start of a watch, the
+  digest of the source it runs. A file whose digest differs has unloaded changes.
+- the modules in :data:`sys.modules`, which a batch changes only while it executes (so
+  that the modules later in the batch import the fresh ones) and then commits or restores.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import functools
 import hashlib
 import importlib.util
 import linecache
 import os
 import sys
-import sysconfig
-import threading
 import time
 import traceback
 import types
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import watchfiles
-
+from replkit import imports
 from replkit.errors import ReplkitError
+from replkit.imports import namespace
 
 __all__ = [
+    "Batch",
     "ReloadError",
     "ReloadResult",
-    "Reloader",
+    "changed",
     "describe",
-    "package_root",
+    "digest",
+    "error_of",
     "reload_modules",
+    "remember",
+    "run",
 ]
 
-# Re-executing these would lose the reloader's own state or the defonce registry.
-_PINNED = frozenset({"__main__", __name__, "replkit.lifecycle"})
-_IGNORED_DIRS = frozenset(
-    {"__pycache__", ".git", ".hg", ".venv", "node_modules", "site-packages", "dist-packages"}
-)
-_STDLIB_DIRS = tuple(
-    os.path.realpath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")
-)
-_RETRY_SECONDS = 1.0
-
-# module name -> digest of the source it was last executed from
 _loaded: dict[str, bytes] = {}
-# path -> (stat key, module name, names it imports)
-_imports_cache: dict[str, tuple[tuple[int, int, int], str, frozenset[str]]] = {}
-# Reentrant: hooks and listeners run under it and may reload too.
-_lock = threading.RLock()
 _MISSING = object()
-# (namespace, key, previous value or _MISSING), undone in reverse when a batch fails
-_Undo = list[tuple[dict[str, object], str, object]]
 
 
 class ReloadError(ReplkitError):
@@ -67,19 +62,40 @@ class ReloadError(ReplkitError):
 
 @dataclass(frozen=True)
 class ReloadResult:
-    """What one batch did: the modules swapped in, or the error that kept the old code."""
+    """What one batch did: the modules swapped in, or the error that kept the old code.
+
+    ``notes`` are what the report adds about the result: what the new code reaches (or
+    cannot reach), and that an earlier failure is over. ``stuck`` names the module a batch
+    has been executing for ``seconds`` when it reports that it has not finished yet.
+    """
 
     modules: tuple[str, ...]
     seconds: float
     error: ReloadError | None = None
     hook_errors: tuple[ReloadError, ...] = ()
+    notes: tuple[str, ...] = ()
+    stuck: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing went wrong (a batch that is stuck, or that failed, is not ok)."""
+        return self.error is None and self.stuck is None
 
     def __str__(self) -> str:
-        if self.error is not None:
+        if self.stuck is not None:
+            head = (
+                f"reload stuck: {self.stuck} still executing after {self.seconds:.0f} s "
+                "(a loop or a blocking call at its top level?); still running the last good "
+                "code, save again to retry"
+            )
+        elif self.error is not None:
             head = f"reload failed: {self.error} (still running the last good code)"
-        else:
+        elif self.modules:
             ms = round(self.seconds * 1000)
             head = f"reloaded {', '.join(self.modules)} in {f'{ms} ms' if ms else '<1 ms'}"
+        else:
+            head = ""
+        head = "; ".join(part for part in (head, *self.notes) if part)
         return "\n".join([head, *(f"  hook failed: {error}" for error in self.hook_errors)])
 
 
@@ -120,148 +136,197 @@ class _Forwarder(types.ModuleType):
 
 
 def _successor(module: types.ModuleType) -> types.ModuleType | None:
-    name = _namespace(module).get("__name__")
+    name = namespace(module).get("__name__")
     current = sys.modules.get(name) if isinstance(name, str) else None
     return None if current is None or current is module else current
 
 
-def _namespace(module: types.ModuleType) -> dict[str, object]:
-    # Bypasses __getattribute__ overrides: forwarders, and lazy modules that would load.
-    return object.__getattribute__(module, "__dict__")
+class Batch:
+    """One transaction: plan and compile (in the constructor), :meth:`execute`, then
+    :meth:`commit` or :meth:`rollback`.
+
+    ``names`` are the changed modules; their importers among ``scope`` (the loaded project
+    modules, name -> path) join the batch. Raises :class:`ReloadError` if a source does not
+    compile. Only :meth:`execute` runs user code; it may take long, or never return, and
+    any thread may meanwhile :meth:`rollback` it, after which it changes nothing more.
+    """
+
+    def __init__(self, names: Iterable[str], scope: dict[str, str]) -> None:
+        self.started = time.perf_counter()
+        with imports.lock:
+            self.order = imports.plan(names, scope)
+            self._steps = [_compile(name, scope[name]) for name in self.order]
+        self._undo: list[tuple[dict[str, object], str, object]] = []
+        self._done = False
+        self.executing: str | None = None
+        """The module being executed now, as a path for people to read."""
+        self.hook_errors = _run_hooks([(s.old, s.path) for s in self._steps], "__before_reload__")
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The modules of the batch, dependencies first."""
+        return tuple(self.order)
+
+    @property
+    def paths(self) -> list[str]:
+        """Their source files, in the same order."""
+        return [step.path for step in self._steps]
+
+    def execute(self) -> ReloadError | None:
+        """Execute every module into a fresh module object; the error that stopped it, if
+        any, with everything restored. Module code raising anything, ``SystemExit`` and
+        ``KeyboardInterrupt`` included, is an error of that module, never the caller's."""
+        for step in self._steps:
+            try:
+                if not self._begin(step):
+                    return None  # rolled back meanwhile
+                self.executing = display_path(step.path)
+                exec(step.code, namespace(step.fresh))  # type: ignore[arg-type]
+                if not self._finish(step):
+                    return None
+            except BaseException as exc:
+                self.rollback()
+                return error_of(exc, [step.path, *self.paths])
+        self.executing = None
+        return None
+
+    def fresh(self, name: str) -> types.ModuleType | None:
+        """The fresh module executed for ``name``, if it is in the batch."""
+        return next((step.fresh for step in self._steps if step.name == name), None)
+
+    def commit(self) -> ReloadResult:
+        """Make the fresh modules the live ones; returns the result to report."""
+        with imports.lock:
+            if self._done:
+                raise RuntimeError("this batch was already committed or rolled back")
+            self._done = True
+            _rebind_main(self._steps)
+            for step in self._steps:
+                _loaded[step.name] = step.digest
+                # Tracebacks must quote the new lines even if size and mtime did not change.
+                linecache.cache.pop(step.path, None)
+                # A module class with its own layout cannot be retyped: it keeps the old code.
+                with contextlib.suppress(TypeError):
+                    step.old.__class__ = _Forwarder
+        live = [(step.fresh, step.path) for step in self._steps if step.fresh is not None]
+        self.hook_errors += _run_hooks(live, "__after_reload__")
+        return self.result()
+
+    def rollback(self) -> None:
+        """Put every old module back; harmless when already done."""
+        with imports.lock:
+            if self._done:
+                return
+            self._done = True
+            for target, key, value in reversed(self._undo):
+                if value is _MISSING:
+                    target.pop(key, None)
+                else:
+                    target[key] = value
+            self._undo.clear()
+        # The old modules stay: let them resume whatever __before_reload__ paused.
+        self.hook_errors += _run_hooks([(s.old, s.path) for s in self._steps], "__after_reload__")
+
+    def failed(self, error: ReloadError) -> ReloadResult:
+        """The result to report for a batch that ``error`` stopped (after :meth:`rollback`)."""
+        return ReloadResult((), self._elapsed(), error, tuple(self.hook_errors))
+
+    def result(self) -> ReloadResult:
+        """The result of a committed batch."""
+        return ReloadResult(self.modules, self._elapsed(), None, tuple(self.hook_errors))
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def _begin(self, step: _Step) -> bool:
+        locations = namespace(step.old).get("__path__")
+        spec = importlib.util.spec_from_file_location(
+            step.name,
+            step.path,
+            submodule_search_locations=list(locations) if locations else None,  # type: ignore[call-overload]
+        )
+        assert spec is not None  # a .py path always has a loader
+        step.fresh = importlib.util.module_from_spec(spec)
+        return not self._done
+
+    def _finish(self, step: _Step) -> bool:
+        # Installed once executed, never while executing: whoever looks in sys.modules (the
+        # REPL, the app's own code) sees a whole module, old or new. The modules later in the
+        # batch import this one from there; requests run on the connector of the last
+        # committed batch and never look.
+        fresh = step.fresh
+        assert fresh is not None
+        with imports.lock:
+            if self._done:
+                return False
+            self._set(sys.modules, step.name, fresh)
+            parent, _, child = step.name.rpartition(".")
+            if parent in sys.modules:
+                self._set(namespace(sys.modules[parent]), child, fresh)
+            if namespace(step.old).get("__path__"):
+                _adopt_submodules(step.old, fresh)
+            return True
+
+    def _set(self, target: dict[str, object], key: str, value: object) -> None:
+        self._undo.append((target, key, target.get(key, _MISSING)))
+        target[key] = value
 
 
 def reload_modules(names: Iterable[str]) -> ReloadResult:
     """Reload these modules and every loaded module that imports them (transitively), in
-    dependency order, as one transaction.
+    dependency order, as one transaction, in the calling thread.
 
     Raises ValueError for a name that is not a loaded module with a project ``.py`` file.
     """
-    with _lock:
-        scope = _scope(None)
-        names = list(names)
+    names = list(names)
+    with imports.lock:
+        scope = imports.project_modules()
         unknown = [name for name in names if name not in scope]
         if unknown:
             raise ValueError(f"not loaded from a project .py file: {', '.join(unknown)}")
-        return _reload(names, scope)
+        return run(names, scope)
 
 
-def package_root(module: types.ModuleType) -> Path:
-    """The directory to watch for ``module``: its top-level package's, or its own file's."""
-    top = sys.modules.get(module.__name__.partition(".")[0], module)
-    locations = getattr(top, "__path__", None)
-    if locations:
-        return Path(next(iter(locations))).resolve()
-    return Path(top.__file__ or ".").resolve().parent
-
-
-def _scope(roots: tuple[str, ...] | None) -> dict[str, str]:
-    """Loaded modules with a project source file under ``roots`` (any, if None): name -> path."""
-    found = {}
-    for name, module in list(sys.modules.items()):
-        if name in _PINNED or not isinstance(module, types.ModuleType):
-            continue
-        path = _source_path(_namespace(module).get("__file__"))
-        if path is not None and (roots is None or path.startswith(roots)):
-            found[name] = path
-    return found
-
-
-@functools.lru_cache(maxsize=8192)
-def _source_path(file: object) -> str | None:
-    if not isinstance(file, str) or not file.endswith(".py"):
-        return None
-    path = os.path.realpath(file)
-    if path.startswith(_STDLIB_DIRS) or not _IGNORED_DIRS.isdisjoint(path.split(os.sep)):
-        return None
-    return path
-
-
-def _reload(names: Iterable[str], scope: dict[str, str]) -> ReloadResult:
-    started = time.perf_counter()
-    with _lock:
-        order = _plan(names, scope)
-        try:
-            steps = [_compile(name, scope[name]) for name in order]
-        except ReloadError as error:
-            return ReloadResult((), time.perf_counter() - started, error)
-        hook_errors = _run_hooks([(step.old, step.path) for step in steps], "__before_reload__")
-        error = _transaction(steps)
-        if error is None:
-            live = [(step.fresh, step.path) for step in steps if step.fresh is not None]
-        else:
-            # The old modules stay: let them resume whatever __before_reload__ paused.
-            live = [(step.old, step.path) for step in steps]
-        hook_errors += _run_hooks(live, "__after_reload__")
-        modules = tuple(order) if error is None else ()
-        return ReloadResult(modules, time.perf_counter() - started, error, tuple(hook_errors))
-
-
-def _plan(names: Iterable[str], scope: dict[str, str]) -> list[str]:
-    """``names`` and their importers in ``scope``, dependencies first (cycles broken by name)."""
-    deps = {
-        name: sorted((_imports(name, path) & scope.keys()) - {name}) for name, path in scope.items()
-    }
-    importers = defaultdict(list)
-    for name, imported in deps.items():
-        for dep in imported:
-            importers[dep].append(name)
-    batch: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = todo.pop()
-        if name not in batch:
-            batch.add(name)
-            todo.extend(importers[name])
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name not in seen:
-            seen.add(name)
-            for dep in deps[name]:
-                if dep in batch:
-                    visit(dep)
-            order.append(name)
-
-    for name in sorted(batch):
-        visit(name)
-    return order
-
-
-def _imports(name: str, path: str) -> frozenset[str]:
-    """Absolute names ``path`` may import; ``from a import b`` yields ``a`` and ``a.b``."""
+def run(names: Iterable[str], scope: dict[str, str]) -> ReloadResult:
+    """Plan, execute and commit (or roll back) a batch in the calling thread."""
     try:
-        stat = os.stat(path)
-    except OSError:
-        return frozenset()
-    key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-    cached = _imports_cache.get(path)
-    if cached is not None and cached[:2] == (key, name):
-        return cached[2]
+        batch = Batch(names, scope)
+    except ReloadError as error:
+        return ReloadResult((), 0.0, error)
+    error = batch.execute()
+    return batch.commit() if error is None else batch.failed(error)
+
+
+def changed(scope: dict[str, str], candidates: Iterable[str]) -> list[str]:
+    """Those of ``candidates`` whose file differs from the source they were loaded from."""
+    with imports.lock:
+        return sorted(
+            name
+            for name in candidates
+            if name in scope and digest(scope[name]) not in (None, _loaded.get(name))
+        )
+
+
+def remember(scope: dict[str, str]) -> None:
+    """Take the modules in ``scope`` that replkit has not executed as loaded from their files
+    as they are now, and parse their imports while the files are good."""
+    with imports.lock:
+        for name, path in scope.items():
+            if name not in _loaded and (found := digest(path)) is not None:
+                _loaded[name] = found
+            imports.imports(name, path)
+
+
+def digest(path: str) -> bytes | None:
+    """The digest of the file at ``path``; ``None`` if it cannot be read."""
     try:
-        tree = ast.parse(Path(path).read_bytes(), path)
+        return _digest_of(Path(path).read_bytes())
     except OSError:
-        return frozenset()
-    except (SyntaxError, ValueError):
-        # Mid-edit: it still imports what it did, and must block the batch, not drop out of it.
-        return cached[2] if cached is not None else frozenset()
-    package = name if os.path.basename(path) == "__init__.py" else name.rpartition(".")[0]
-    found = frozenset(_imported_names(tree, package))
-    _imports_cache[path] = (key, name, found)
-    return found
+        return None
 
 
-def _imported_names(tree: ast.AST, package: str) -> Iterator[str]:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            try:
-                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
-            except (ImportError, ValueError):
-                continue
-            yield base
-            yield from (f"{base}.{alias.name}" for alias in node.names)
+def _digest_of(source: bytes) -> bytes:
+    return hashlib.blake2b(source, digest_size=16).digest()
 
 
 def _compile(name: str, path: str) -> _Step:
@@ -271,98 +336,47 @@ def _compile(name: str, path: str) -> _Step:
         source = Path(path).read_bytes()
         code = compile(source, path, "exec", dont_inherit=True)
     except Exception as exc:
-        raise _error(exc, [path]) from exc
+        raise error_of(exc, [path]) from exc
     return _Step(name, path, sys.modules[name], code, _digest_of(source))
-
-
-def _transaction(steps: Sequence[_Step]) -> ReloadError | None:
-    """Execute every step into a fresh module; commit them all, or restore every old one."""
-    undo: _Undo = []
-    for step in steps:
-        try:
-            _execute(step, undo)
-        except BaseException as exc:
-            for namespace, key, value in reversed(undo):
-                if value is _MISSING:
-                    namespace.pop(key, None)
-                else:
-                    namespace[key] = value
-            if not isinstance(exc, Exception | SystemExit):
-                raise
-            return _error(exc, [step.path, *(other.path for other in steps)])
-    _commit(steps)
-    return None
-
-
-def _execute(step: _Step, undo: _Undo) -> None:
-    locations = _namespace(step.old).get("__path__")
-    spec = importlib.util.spec_from_file_location(
-        step.name, step.path, submodule_search_locations=list(locations) if locations else None
-    )
-    assert spec is not None  # a .py path always has a loader
-    step.fresh = fresh = importlib.util.module_from_spec(spec)
-    # Modules executed later in the batch import from this one: they must get the new objects.
-    _set(sys.modules, step.name, fresh, undo)
-    parent, _, child = step.name.rpartition(".")
-    if parent in sys.modules:
-        _set(_namespace(sys.modules[parent]), child, fresh, undo)
-    exec(step.code, fresh.__dict__)
-    if locations:
-        _adopt_submodules(step.old, fresh)
-
-
-def _set(namespace: dict[str, object], key: str, value: object, undo: _Undo) -> None:
-    undo.append((namespace, key, namespace.get(key, _MISSING)))
-    namespace[key] = value
 
 
 def _adopt_submodules(old: types.ModuleType, fresh: types.ModuleType) -> None:
     """Keep ``pkg.sub`` reachable: the package's own code did not necessarily import ``sub``."""
-    for attr, value in _namespace(old).items():
+    for attr, value in namespace(old).items():
         name = f"{fresh.__name__}.{attr}"
         if attr in fresh.__dict__ or not isinstance(value, types.ModuleType):
             continue
-        if _namespace(value).get("__name__") == name:
+        if namespace(value).get("__name__") == name:
             fresh.__dict__[attr] = sys.modules.get(name, value)
-
-
-def _commit(steps: Sequence[_Step]) -> None:
-    _rebind_main(steps)
-    for step in steps:
-        _loaded[step.name] = step.digest
-        # Tracebacks must quote the new lines even if size and mtime did not change.
-        linecache.cache.pop(step.path, None)
-        # A module class with its own layout cannot be retyped: that one keeps the old code.
-        with contextlib.suppress(TypeError):
-            step.old.__class__ = _Forwarder
 
 
 def _rebind_main(steps: Sequence[_Step]) -> None:
     """Point ``__main__`` names (the REPL's) from old modules and their functions and classes
     to the new ones, which covers ``from app.x import start`` typed at the prompt."""
-    namespace = getattr(sys.modules.get("__main__"), "__dict__", None)
-    if namespace is None:
+    main = sys.modules.get("__main__")
+    main_namespace = namespace(main) if main is not None else None
+    if main_namespace is None:
         return
     new: dict[int, object] = {}
     for step in steps:
         new[id(step.old)] = step.fresh
-        for attr, value in _namespace(step.old).items():
+        for attr, value in namespace(step.old).items():
             if isinstance(value, types.FunctionType | type) and hasattr(step.fresh, attr):
                 new.setdefault(id(value), getattr(step.fresh, attr))
-    for key, value in list(namespace.items()):
+    for key, value in list(main_namespace.items()):
         if id(value) in new:
-            namespace[key] = new[id(value)]
+            main_namespace[key] = new[id(value)]
 
 
 def _run_hooks(modules: Sequence[tuple[types.ModuleType, str]], hook: str) -> list[ReloadError]:
     errors = []
     for module, path in modules:
-        function = _namespace(module).get(hook)
+        function = namespace(module).get(hook)
         if callable(function):
             try:
                 function()
             except Exception as exc:
-                errors.append(_error(exc, [path], f" (in {module.__name__}.{hook})"))
+                errors.append(error_of(exc, [path], f" (in {module.__name__}.{hook})"))
     return errors
 
 
@@ -375,12 +389,13 @@ def describe(exc: BaseException, files: Sequence[str] = ()) -> str:
     else:
         path, line = _innermost(exc, files)
         detail = str(exc)
-    where = _display_path(path) + (f":{line}" if line else "")
+    where = display_path(path) + (f":{line}" if line else "")
     message = f"{where}: {type(exc).__name__}" + (f": {detail}" if detail else "")
     return " ".join(message.splitlines())
 
 
-def _error(exc: BaseException, files: Sequence[str], suffix: str = "") -> ReloadError:
+def error_of(exc: BaseException, files: Sequence[str] = (), suffix: str = "") -> ReloadError:
+    """``exc`` as a one-line :class:`ReloadError` (see :func:`describe`)."""
     error = ReloadError(describe(exc, files) + suffix)
     error.__cause__ = exc
     return error
@@ -395,187 +410,10 @@ def _innermost(exc: BaseException, files: Sequence[str]) -> tuple[str, int | Non
     return (files[0] if files else "<unknown>"), None
 
 
-def _display_path(path: str) -> str:
+def display_path(path: str) -> str:
+    """``path`` relative to the working directory when it is under it."""
     try:
         cwd = os.getcwd()
     except OSError:  # the working directory was removed
         return path
     return os.path.relpath(path, cwd) if path.startswith(cwd + os.sep) else path
-
-
-def _digest_of(source: bytes) -> bytes:
-    return hashlib.blake2b(source, digest_size=16).digest()
-
-
-def _digest(path: str) -> bytes | None:
-    try:
-        return _digest_of(Path(path).read_bytes())
-    except OSError:
-        return None
-
-
-def _print(result: ReloadResult) -> None:
-    # Looked up at each call: prompt_toolkit's patch_stdout replaces the streams.
-    print(result, file=sys.stdout if result.error is None else sys.stderr, flush=True)
-
-
-def _is_source_change(change: watchfiles.Change, path: str) -> bool:
-    """watchfiles filter: a saved ``.py`` file. Editors' swap, backup and temp files
-    (``.swp``, ``~``, ``4913``, ``.tmp``) do not end in ``.py``; ``.#`` locks and hidden files
-    start with a dot."""
-    name = os.path.basename(path)
-    return (
-        change != watchfiles.Change.deleted
-        and name.endswith(".py")
-        and not name.startswith(".")
-        and _IGNORED_DIRS.isdisjoint(path.split(os.sep))
-    )
-
-
-class _StopSignal:
-    """watchfiles' ``stop_event``. Rust polls it only once its watches are in place, so the
-    first poll tells :meth:`Reloader.start` that a save from now on will be seen."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.watching = threading.Event()
-
-    def is_set(self) -> bool:
-        if not self.watching.is_set():  # polled every step: skip set()'s lock after the first
-            self.watching.set()
-        return self.stop.is_set()
-
-
-class Reloader:
-    """Reload the loaded modules under ``roots`` whose files changed, on save or on demand.
-
-    ``step_ms`` is how often watchfiles looks at the changes collected by the OS: a batch is
-    handed over once a step brings no new change, so save -> reload takes 1-2 steps plus the
-    reload itself. ``debounce_ms`` caps how long a stream of changes (a checkout) is grouped.
-    """
-
-    def __init__(
-        self,
-        roots: Sequence[str | os.PathLike[str]],
-        *,
-        report: Callable[[ReloadResult], None] | None = None,
-        debounce_ms: int = 200,
-        step_ms: int = 10,
-    ) -> None:
-        self.roots = tuple(Path(root).resolve() for root in roots)
-        for root in self.roots:
-            if not root.is_dir():
-                raise NotADirectoryError(f"not a directory: {root}")
-        self.on_reload: list[Callable[[ReloadResult], None]] = []
-        self._report = report if report is not None else _print
-        self._debounce_ms = debounce_ms
-        self._step_ms = step_ms
-        self._prefixes = tuple(f"{root}{os.sep}" for root in self.roots)
-        self._signal = _StopSignal()
-        self._thread: threading.Thread | None = None
-        # Changed modules of a failed batch: the save that fixes it may be of another file.
-        self._pending: set[str] = set()
-        self._remember_loaded()
-
-    @property
-    def running(self) -> bool:
-        """Whether the watcher thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        """Start watching; returns once a file saved from now on will be reloaded."""
-        if self.running:
-            return
-        self._remember_loaded()
-        self._signal = signal = _StopSignal()
-        self._thread = threading.Thread(
-            target=self._watch, args=(signal,), name="replkit-reload", daemon=True
-        )
-        self._thread.start()
-        signal.watching.wait()
-
-    def stop(self) -> None:
-        """Stop watching and wait for the watcher thread to end."""
-        thread, self._thread = self._thread, None
-        self._signal.stop.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-
-    def reload(self) -> ReloadResult | None:
-        """Reload now the modules whose source changed since they were loaded; None if none.
-
-        The result is returned, not reported; ``on_reload`` listeners are called as on save.
-        """
-        with _lock:
-            scope = _scope(self._prefixes)
-            return self._reload_changed(scope, scope)
-
-    def _remember_loaded(self) -> None:
-        # A module imported before the reloader existed is taken as loaded from its file as it
-        # is now; one imported later is reloaded on its first change event. Its imports are
-        # parsed now, while the file is good, and so the first reload need not parse them all.
-        with _lock:
-            for name, path in _scope(self._prefixes).items():
-                if name not in _loaded and (digest := _digest(path)) is not None:
-                    _loaded[name] = digest
-                _imports(name, path)
-
-    def _reload_changed(self, names: Iterable[str], scope: dict[str, str]) -> ReloadResult | None:
-        candidates = {*names, *(name for name in self._pending if name in scope)}
-        changed = sorted(
-            name for name in candidates if _digest(scope[name]) not in (None, _loaded.get(name))
-        )
-        if not changed:
-            return None
-        result = _reload(changed, scope)
-        self._pending = set(changed) if result.error is not None else set()
-        return result if result.error is not None else self._notify(result)
-
-    def _notify(self, result: ReloadResult) -> ReloadResult:
-        errors = []
-        for listener in list(self.on_reload):
-            try:
-                listener(result)
-            except Exception as exc:
-                errors.append(_error(exc, [], f" (in on_reload listener {listener!r})"))
-        return replace(result, hook_errors=result.hook_errors + tuple(errors)) if errors else result
-
-    def _watch(self, signal: _StopSignal) -> None:
-        try:
-            self._watch_until_stopped(signal)
-        finally:
-            signal.watching.set()  # start() must never wait for a thread that has ended
-
-    def _watch_until_stopped(self, signal: _StopSignal) -> None:
-        while not signal.stop.is_set():
-            try:
-                for changes in watchfiles.watch(
-                    *self.roots,
-                    watch_filter=_is_source_change,
-                    debounce=self._debounce_ms,
-                    step=self._step_ms,
-                    stop_event=signal,
-                    raise_interrupt=False,
-                ):
-                    self._handle(changes)
-            except Exception as exc:
-                signal.watching.set()  # start() must not wait for a watcher that cannot start
-                self._publish(ReloadResult((), 0.0, _error(exc, [], " (watcher restarting)")))
-                signal.stop.wait(_RETRY_SECONDS)
-
-    def _handle(self, changes: set[tuple[watchfiles.Change, str]]) -> None:
-        try:
-            paths = {os.path.realpath(path) for _, path in changes}
-            with _lock:
-                scope = _scope(self._prefixes)
-                result = self._reload_changed([n for n, p in scope.items() if p in paths], scope)
-        except Exception as exc:
-            result = ReloadResult((), 0.0, _error(exc, []))
-        if result is not None:
-            self._publish(result)
-
-    def _publish(self, result: ReloadResult) -> None:
-        try:
-            self._report(result)
-        except Exception:
-            traceback.print_exc()  # the report callback itself failed: stderr is all that is left

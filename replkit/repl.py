@@ -1,9 +1,10 @@
-"""``replkit repl MODULE``: ptpython with the module loaded, serving, and hot-reloading.
+"""``replkit repl APP``: ptpython with the app loaded, serving, and hot-reloading.
 
 The REPL runs on an asyncio loop that keeps running between prompts, and the server runs
 on that same loop, so it serves while you type and ``await`` works at the prompt. The
-module is bound by its last dotted name (``sse_demo``); saving a file under its package
-reloads it in place; leaving the REPL stops the server and the watcher.
+module is bound by its last dotted name (``sse_demo``), and ``start()``, ``stop()``,
+``restart()`` and ``reload()`` act on the app; saving a file reloads it in place and the
+server serves the new code; leaving the REPL stops the server and the watcher.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from ptpython.repl import PythonRepl, ReplExit
 
 from replkit import __version__
-from replkit import connector as conn
 from replkit.errors import ReplkitError
-from replkit.lifecycle import start_module
-from replkit.reload import Reloader, package_root
+from replkit.session import LIFECYCLE, Session
 
 __all__ = ["run_repl"]
 
@@ -40,27 +39,33 @@ class _Repl(PythonRepl):
         super()._handle_exception(e)
 
 
-def run_repl(module: types.ModuleType, *, start: bool = True, watch: bool = True) -> int:
-    """Open the REPL on ``module``; returns the exit status once the user leaves."""
-    return asyncio.run(_session(module, start=start, watch=watch))
+def run_repl(session: Session, *, start: bool = True) -> int:
+    """Open the REPL on ``session``'s app; returns the exit status once the user leaves."""
+    return asyncio.run(_run(session, start=start))
 
 
-async def _session(module: types.ModuleType, *, start: bool, watch: bool) -> int:
-    name = module.__name__.rpartition(".")[2]
+async def _run(session: Session, *, start: bool) -> int:
     # The REPL namespace is __main__, as in python -i and IPython, which is also where the
     # reloader rebinds names such as `sse_demo` to freshly reloaded modules.
     main = types.ModuleType("__main__")
     namespace: dict[str, Any] = main.__dict__
-    reloader = Reloader([package_root(module)]) if watch else None
-    namespace.update({name: module, "reload": _reload_now(reloader)})
+    namespace.update(
+        {
+            session.name: session.module,
+            "start": session.start,
+            "stop": session.stop,
+            "restart": session.restart,
+            "reload": _reload_now(session),
+        }
+    )
     saved_main = sys.modules.get("__main__")
     sys.modules["__main__"] = main
     try:
         if start:
-            start_module(module)
-        if reloader is not None:
-            reloader.start()
-        print(_banner(name, reloader), flush=True)
+            session.start()
+        elif session.reloader is not None:
+            session.reloader.start()
+        print(_banner(session), flush=True)
         repl = _Repl(
             get_globals=lambda: namespace,
             get_locals=lambda: namespace,
@@ -70,34 +75,32 @@ async def _session(module: types.ModuleType, *, start: bool, watch: bool) -> int
         with patch_stdout():
             await repl.run_async()
     finally:
-        if reloader is not None:
-            reloader.stop()
-        for running in conn.serving():
-            await running.stop_async()
+        await session.aclose()
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
     return 0
 
 
-def _reload_now(reloader: Reloader | None) -> Any:
+def _reload_now(session: Session) -> Any:
     def reload() -> None:
-        """Reload the changed files under the watched package now (saving does it too)."""
-        if reloader is None:
-            print("replkit: not watching any files (started with --no-watch)")
-            return
-        result = reloader.reload()
+        """Reload the changed files now (saving does it too)."""
+        result = session.reload()
         print(result if result is not None else "replkit: nothing changed since the last load")
 
     return reload
 
 
-def _banner(name: str, reloader: Reloader | None) -> str:
-    served = conn.serving()
-    where = f"serving on {served[-1].url}" if served else "not serving yet"
-    watching = f"; reloading on save under {reloader.roots[0]}" if reloader else ""
+def _banner(session: Session) -> str:
+    connector = session.connector
+    where = f"serving on {connector.url}" if connector is not None else "not serving yet"
+    watching = ""
+    if session.reloader is not None:
+        watching = f"; reloading on save under {', '.join(map(str, session.reloader.roots))}"
+    own = [f"{session.name}.{verb}()" for verb in LIFECYCLE if session.own(verb) is not None]
+    also = f" (also {', '.join(own)})" if own else ""
     return (
-        f"replkit {__version__}: {name} {where}{watching}\n"
-        f"  {name}.start()  {name}.stop()  {name}.restart()   control the server\n"
+        f"replkit {__version__}: {session.spec} {where}{watching}\n"
+        f"  start()  stop()  restart()   control the server{also}\n"
         "  reload()   reload changed files now        Ctrl-D or exit()   quit"
     )
 

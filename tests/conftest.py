@@ -6,14 +6,19 @@ starts is stopped in teardown.
 
 from __future__ import annotations
 
+import importlib
 import os
 import queue
 import subprocess
 import sys
+import textwrap
 import threading
 import time
+import types
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +104,7 @@ def serve() -> Iterator[Callable[..., AiohttpConnector]]:
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REPLKIT_PORT", "REPLKIT_HOST", "REPLKIT_DEV_MODE"):
+    for name in ("REPLKIT_PORT", "REPLKIT_HOST"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -194,4 +199,51 @@ def sse_demo(spawn: Callable[..., Process]) -> str:
     process = spawn(*replkit_command("serve", "app.sse_demo", "--port", "0", "--no-watch"))
     line = process.next_line()
     assert line.startswith("serving on http://localhost:"), line
-    return line.removeprefix("serving on ")
+    return served_url(line)
+
+
+def served_url(line: str) -> str:
+    """The URL in ``replkit serve``'s first line, ``serving on URL (mode)``."""
+    assert line.startswith("serving on "), line
+    return line.split()[2]
+
+
+@dataclass
+class Pkg:
+    """A throwaway package ``name`` in directory ``root``."""
+
+    name: str
+    root: Path
+
+    def write(self, relpath: str, source: str) -> Path:
+        path = self.root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+        importlib.invalidate_caches()
+        return path
+
+    def dotted(self, sub: str = "") -> str:
+        return f"{self.name}.{sub}" if sub else self.name
+
+    def load(self, sub: str = "") -> types.ModuleType:
+        return importlib.import_module(self.dotted(sub))
+
+    def current(self, sub: str = "") -> types.ModuleType:
+        return sys.modules[self.dotted(sub)]
+
+
+@pytest.fixture
+def pkg(tmp_path: Path) -> Iterator[Pkg]:
+    name = f"rk_{uuid.uuid4().hex[:12]}"
+    root = tmp_path / name
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    main = sys.modules["__main__"].__dict__
+    main_names = set(main)
+    sys.path.insert(0, str(tmp_path))
+    yield Pkg(name, root)
+    sys.path.remove(str(tmp_path))
+    for key in set(main) - main_names:
+        del main[key]
+    for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+        del sys.modules[module]

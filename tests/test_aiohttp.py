@@ -235,7 +235,7 @@ async def test_take_over_keeps_the_socket_and_open_streams(
                         wait_until, lambda i=i: f"new{i}".encode() in hammer.answers
                     )
             assert not hammer.failures
-            assert not old.running and current.running
+            assert old.running and not old.current and current.current
             assert get(f"{url}/")[1] == b"new19"
             # The stream opened on the old connector is still open: stopping ends it.
             await asyncio.to_thread(current.stop)

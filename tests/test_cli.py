@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Process, replkit_command
+from conftest import ROOT, Process, replkit_command, served_url
 from test_repl import free_port
 
 
@@ -28,7 +28,10 @@ def test_serve_prints_where_it_listens_and_serves(spawn: Callable[..., Process])
     process = spawn(
         *replkit_command("serve", "app.sse_demo", "--host", "127.0.0.1", "--port", str(port))
     )
-    assert process.next_line() == f"serving on http://127.0.0.1:{port}"
+    assert process.next_line() == (
+        f"serving on http://127.0.0.1:{port} "
+        f"(development mode, reloading on save under {ROOT / 'app'})"
+    )
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
         assert response.read() == b"Hello, World!"
 
@@ -39,7 +42,7 @@ def test_environment_overrides_the_connector_map(spawn: Callable[..., Process]) 
         *replkit_command("serve", "app.sse_demo", "--no-watch"),
         env={"REPLKIT_PORT": str(port), "REPLKIT_HOST": "127.0.0.1"},
     )
-    assert process.next_line() == f"serving on http://127.0.0.1:{port}"
+    assert process.next_line() == f"serving on http://127.0.0.1:{port} (not watching files)"
 
 
 def test_python_dash_m_replkit_is_the_same_command() -> None:
@@ -76,7 +79,8 @@ def test_a_taken_port_is_one_line_naming_it() -> None:
         (
             {"plain.py": "x = 1\n"},
             "plain",
-            "replkit: module plain has no create_connector() function to serve",
+            "replkit: module plain has no create_connector; "
+            "for an aiohttp app, name its factory: MODULE:create_app",
         ),
     ],
 )
@@ -96,7 +100,7 @@ def test_a_signal_stops_it_within_a_second_with_a_stream_open(
     spawn: Callable[..., Process], signum: signal.Signals
 ) -> None:
     process = spawn(*replkit_command("serve", "app.sse_demo", "--port", "0"))
-    url = process.next_line().removeprefix("serving on ")
+    url = served_url(process.next_line())
     stream = urllib.request.urlopen(f"{url}/counter", timeout=5)
     assert stream.readline() == b"event: counter\n"
     sent = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 import types
 import urllib.error
@@ -42,14 +43,11 @@ def test_default_connector_map(monkeypatch: pytest.MonkeyPatch) -> None:
         "port": 8890,
         "interceptors": [],
         "initial_context": {},
-        "dev_mode": False,
     }
     monkeypatch.setenv("REPLKIT_PORT", "9001")
     monkeypatch.setenv("REPLKIT_HOST", "127.0.0.1")
-    monkeypatch.setenv("REPLKIT_DEV_MODE", "true")
     assert conn.default_connector_map(8890)["port"] == 9001
     assert conn.default_connector_map(8890)["host"] == "127.0.0.1"
-    assert conn.default_connector_map(8890)["dev_mode"] is True
     monkeypatch.setenv("REPLKIT_PORT", "eighty")
     with pytest.raises(ReplkitError, match="REPLKIT_PORT='eighty' is not a port number"):
         conn.default_connector_map(8890)
@@ -138,31 +136,32 @@ def test_cors_when_allowed_origins_is_set(serve: Callable[..., AiohttpConnector]
 
 @pytest.fixture
 def routes_module() -> Iterator[types.ModuleType]:
-    """A module holding a ``routes`` table and a ``create_connector`` that reads it by name."""
+    """A module holding a ``routes`` table, and two ways to build a connector from it."""
     module = types.ModuleType("replkit_test_routes_module")
     sys.modules[module.__name__] = module
     source = (
         "from replkit import connector as conn\n"
         "from replkit.aiohttp import create_connector as hk_create\n"
         "routes = {('/', 'get', lambda r: {'status': 200, 'body': 'one'})}\n"
-        "def create_connector():\n"
+        "def create_connector(table):\n"
         "    m = conn.default_connector_map(0, '127.0.0.1')\n"
         "    m = conn.with_default_interceptors(m)\n"
-        "    m = conn.with_routes(m, routes)\n"
+        "    m = conn.with_routes(m, table)\n"
         "    return hk_create(m, {'shutdown_grace': 0.5})\n"
+        "def fixed():\n"
+        "    return create_connector(routes)\n"
+        "def live():\n"
+        "    return create_connector(lambda: routes)\n"
     )
     exec(compile(source, "<routes module>", "exec"), module.__dict__)
     yield module
     del sys.modules[module.__name__]
 
 
-def test_dev_mode_rereads_routes_by_name(
-    routes_module: types.ModuleType,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+def test_routes_passed_as_a_function_follow_a_redefined_table(
+    routes_module: types.ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("REPLKIT_DEV_MODE", "1")
-    connector = routes_module.create_connector().start()
+    connector = routes_module.live().start()
     try:
         assert request(connector.url)[2] == b"one"
         routes_module.routes = {
@@ -179,8 +178,8 @@ def test_dev_mode_rereads_routes_by_name(
         connector.stop()
 
 
-def test_without_dev_mode_routes_are_fixed_when_built(routes_module: types.ModuleType) -> None:
-    connector = routes_module.create_connector().start()
+def test_a_table_is_fixed_when_the_connector_is_built(routes_module: types.ModuleType) -> None:
+    connector = routes_module.fixed().start()
     try:
         routes_module.routes = {("/", "get", lambda r: {"status": 200, "body": "two"})}
         assert request(connector.url)[2] == b"one"
@@ -256,12 +255,61 @@ def test_restart_on_the_same_port_never_refuses_a_request(
     assert conn.serving() == [current]
 
 
-def test_restart_to_another_port_stops_then_starts(make: Callable[..., AiohttpConnector]) -> None:
+def test_restart_on_port_0_keeps_the_port(make: Callable[..., AiohttpConnector]) -> None:
     first = conn.start(make("one"))
-    second = conn.restart(first, make("two"))  # port 0 again: a different free port
-    assert not first.running and second.running
-    assert second.bound_port != first.bound_port
+    second = conn.restart(first, make("two"))  # asks for any free port: keeps the one it has
+    assert second.current and not first.current
+    assert second.bound_port == first.bound_port
     assert request(second.url)[2] == b"two"
+
+
+def test_restart_to_another_port_stops_then_starts(make: Callable[..., AiohttpConnector]) -> None:
+    first = make.remember_port(conn.start(make("one")))  # type: ignore[attr-defined]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        elsewhere = probe.getsockname()[1]
+    table = {("/", "get", lambda r: {"status": 200, "body": "two"})}
+    moved = create_connector(
+        conn.with_routes(conn.default_connector_map(elsewhere, "127.0.0.1"), table), None
+    )
+    second = conn.restart(first, moved)
+    try:
+        assert not first.running and second.running
+        assert second.bound_port == elsewhere
+        assert request(second.url)[2] == b"two"
+    finally:
+        conn.stop(second)
+
+
+def test_two_apps_on_port_0_do_not_collide(make: Callable[..., AiohttpConnector]) -> None:
+    one, two = conn.start(make("one")), conn.start(make("two"))
+    assert one.bound_port != two.bound_port
+    assert (request(one.url)[2], request(two.url)[2]) == (b"one", b"two")
+    assert conn.serving() == [one, two]
+
+
+def test_an_address_override_moves_a_connector_and_keeps_its_free_port(
+    make: Callable[..., AiohttpConnector],
+) -> None:
+    declared = ("127.0.0.1", 1)  # a map's port, never bound: the override moves it
+    conn.override_address(declared, None, 0)
+    try:
+        table = {("/", "get", lambda r: {"status": 200, "body": "moved"})}
+
+        def build() -> AiohttpConnector:
+            return create_connector(
+                conn.with_routes(conn.default_connector_map(1, "127.0.0.1"), table), None
+            )
+
+        first = conn.start(build())
+        assert first.bound_port not in (0, 1)
+        assert request(first.url)[2] == b"moved"
+        conn.stop(first)
+        again = conn.start(build())  # the free port chosen once is used again
+        assert again.bound_port == first.bound_port
+        conn.stop(again)
+    finally:
+        conn.override_address(declared, None, None)
 
 
 def test_restart_when_stopped_starts(make: Callable[..., AiohttpConnector]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Process, replkit_command, wait_until
+from conftest import ROOT, Process, replkit_command, served_url, wait_until
 from test_guide import COUNTER_TRANSCRIPT
 
 
@@ -40,9 +40,7 @@ class LiveApp:
         self.source = tmp_path / "app" / "sse_demo.py"
         self.original = self.source.read_text()
         self.process = spawn(*replkit_command("serve", "app.sse_demo", "--port", "0"), cwd=tmp_path)
-        line = self.process.next_line()
-        assert line.startswith("serving on "), line
-        self.url = line.removeprefix("serving on ")
+        self.url = served_url(self.process.next_line())
 
     def edit(self, old: str, new: str, *, atomically: bool = False) -> None:
         text = self.source.read_text()

@@ -1,129 +1,26 @@
-"""replkit.reload: transactional in-process reload, and the watcher that triggers it on save.
+"""replkit.reload: a batch of modules re-executed and swapped in as one transaction.
 
-Every test builds its own package (``rk_<uuid>``) under ``tmp_path``; the ``pkg`` fixture
-removes it from ``sys.path``, ``sys.modules`` and ``__main__`` afterwards. Waits are polls or
-events with a deadline.
+Every test builds its own package (``rk_<uuid>``, the ``pkg`` fixture of conftest) under
+``tmp_path``. Waits are polls or events with a deadline.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
-import queue
 import re
 import sys
-import textwrap
 import threading
-import time
 import types
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import watchfiles
-from conftest import wait_until
+from conftest import Pkg
 
-import replkit.reload as reload_module
-from replkit.reload import Reloader, ReloadResult, reload_modules
+from replkit.imports import project_modules
+from replkit.reload import Batch, ReloadResult, reload_modules, remember
 
 DEADLINE = 5.0
-
-
-@dataclass
-class Pkg:
-    """A throwaway package ``name`` in directory ``root``."""
-
-    name: str
-    root: Path
-
-    def write(self, relpath: str, source: str) -> Path:
-        path = self.root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(source))
-        importlib.invalidate_caches()
-        return path
-
-    def dotted(self, sub: str = "") -> str:
-        return f"{self.name}.{sub}" if sub else self.name
-
-    def load(self, sub: str = "") -> types.ModuleType:
-        return importlib.import_module(self.dotted(sub))
-
-    def current(self, sub: str = "") -> types.ModuleType:
-        return sys.modules[self.dotted(sub)]
-
-
-@pytest.fixture
-def pkg(tmp_path: Path) -> Iterator[Pkg]:
-    name = f"rk_{uuid.uuid4().hex[:12]}"
-    root = tmp_path / name
-    root.mkdir()
-    (root / "__init__.py").write_text("")
-    main = sys.modules["__main__"].__dict__
-    main_names = set(main)
-    sys.path.insert(0, str(tmp_path))
-    yield Pkg(name, root)
-    sys.path.remove(str(tmp_path))
-    for key in set(main) - main_names:
-        del main[key]
-    for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
-        del sys.modules[module]
-
-
-class Reports:
-    """A ``report`` callback that keeps every result and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.all: list[ReloadResult] = []
-        self._queue: queue.Queue[ReloadResult] = queue.Queue()
-
-    def __call__(self, result: ReloadResult) -> None:
-        self.all.append(result)
-        self._queue.put(result)
-
-    def wait_for(self, predicate: Callable[[ReloadResult], bool], what: str) -> ReloadResult:
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            try:
-                result = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(
-                    f"no report of {what} within {DEADLINE} s: {self.all}"
-                ) from None
-            if predicate(result):
-                return result
-
-    def reloaded(self, module: str) -> ReloadResult:
-        return self.wait_for(
-            lambda r: r.error is None and module in r.modules, f"{module} reloaded"
-        )
-
-
-def reload_threads() -> set[threading.Thread]:
-    return {thread for thread in threading.enumerate() if thread.name == "replkit-reload"}
-
-
-@pytest.fixture
-def watching(pkg: Pkg) -> Iterator[Callable[..., tuple[Reloader, Reports]]]:
-    """Start Reloaders on ``pkg.root``; all are stopped, and their threads gone, afterwards."""
-    started: list[Reloader] = []
-    before = reload_threads()
-
-    def start(**options: Any) -> tuple[Reloader, Reports]:
-        reports = Reports()
-        reloader = Reloader([pkg.root], report=reports, **options)
-        started.append(reloader)
-        reloader.start()
-        return reloader, reports
-
-    yield start
-    for reloader in started:
-        reloader.stop()
-    assert reload_threads() <= before
 
 
 # --- reload_modules ---------------------------------------------------------------------
@@ -186,37 +83,6 @@ def test_functions_imported_by_name_call_the_new_code(pkg: Pkg) -> None:
     assert pkg.current("b").g() == 2
 
 
-def test_a_batch_runs_in_dependency_order(pkg: Pkg) -> None:
-    pkg.write("trace.py", "executed = []\n")
-    pkg.write("gamma.py", "from . import trace\ntrace.executed.append('gamma')\n")
-    pkg.write("beta.py", "from . import gamma, trace\ntrace.executed.append('beta')\n")
-    pkg.write("alpha.py", "from . import beta, trace\ntrace.executed.append('alpha')\n")
-    pkg.load("alpha")
-    trace = pkg.load("trace")
-    trace.executed.clear()
-
-    result = reload_modules([pkg.dotted("alpha"), pkg.dotted("gamma")])
-
-    assert result.modules == tuple(pkg.dotted(name) for name in ("gamma", "beta", "alpha"))
-    assert trace.executed == ["gamma", "beta", "alpha"]
-
-
-def test_an_import_cycle_is_reloaded_in_a_stable_order(pkg: Pkg) -> None:
-    pkg.write("a.py", "from . import b\nVALUE = 1\n")
-    pkg.write("b.py", "from . import a\n\ndef value():\n    return a.VALUE\n")
-    pkg.load("a")
-    orders = []
-    for value in (2, 3):
-        pkg.write("a.py", f"from . import b\nVALUE = {value}\n")
-        result = reload_modules([pkg.dotted("a")])
-        assert result.error is None
-        assert pkg.current("b").value() == value
-        orders.append(result.modules)
-
-    assert orders[0] == orders[1]
-    assert set(orders[0]) == {pkg.dotted("a"), pkg.dotted("b")}
-
-
 def test_a_syntax_error_changes_nothing(pkg: Pkg, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(pkg.root.parent)
     pkg.write("trace.py", "executed = []\n")
@@ -247,7 +113,7 @@ def test_an_importer_broken_mid_edit_still_blocks_the_batch(pkg: Pkg) -> None:
     pkg.write("b.py", "from .a import VALUE\n")
     old_a = pkg.load("a")
     pkg.load("b")
-    Reloader([pkg.root])  # parses the imports while the files are good
+    remember(project_modules())  # parses the imports while the files are good
     pkg.write("a.py", "VALUE = 2\n")
     pkg.write("b.py", "from .a import VALUE\nif VALUE\n")
 
@@ -311,7 +177,7 @@ def test_an_importer_whose_file_was_deleted_does_not_block_the_batch(pkg: Pkg) -
     pkg.write("a.py", "VALUE = 1\n")
     pkg.write("b.py", "from .a import VALUE\n")
     old_b = pkg.load("b")
-    Reloader([pkg.root])  # parses the imports while b.py exists
+    remember(project_modules())  # parses the imports while b.py exists
     pkg.write("a.py", "VALUE = 2\n")
     (pkg.root / "b.py").unlink()
 
@@ -551,267 +417,63 @@ def test_reloads_are_serialized(pkg: Pkg) -> None:
     assert pkg.current("other").VALUE == 2
 
 
-# --- Reloader.reload --------------------------------------------------------------------
-
-
-def test_reload_now_reloads_only_what_changed_under_the_roots(pkg: Pkg) -> None:
-    pkg.write("a.py", "VALUE = 1\n")
-    pkg.write("b.py", "VALUE = 1\n")
-    pkg.write("inner/__init__.py", "VALUE = 1\n")
-    pkg.load("a")
-    pkg.load("b")
-    pkg.load("inner")
-    reloader = Reloader([pkg.root / "inner"])
-    seen: list[ReloadResult] = []
-    reloader.on_reload.append(seen.append)
-    assert reloader.reload() is None
-
-    pkg.write("a.py", "VALUE = 2\n")  # outside the root
-    pkg.write("b.py", "VALUE = 1\n")  # same content
-    assert reloader.reload() is None
-    pkg.write("inner/__init__.py", "VALUE = 2\n")
-    result = reloader.reload()
-
-    assert result is not None and result.modules == (pkg.dotted("inner"),)
-    assert seen == [result]
-    assert pkg.current("inner").VALUE == 2 and pkg.current("a").VALUE == 1
-    assert reloader.reload() is None
-
-
-# --- the watcher ------------------------------------------------------------------------
-
-
-def test_saving_a_file_reloads_it(pkg: Pkg, watching: Callable[..., Any]) -> None:
-    pkg.write("a.py", "VALUE = 1\n")
-    pkg.load("a")
-    _, reports = watching()
-    pkg.write("a.py", "VALUE = 2\n")  # right after start(): the watcher must already see it
-
-    reports.reloaded(pkg.dotted("a"))
-
-    assert pkg.current("a").VALUE == 2
-
-
-def test_start_returns_only_once_the_watcher_is_active(
-    pkg: Pkg, watching: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_watch = watchfiles.watch
-
-    def slow_watch(*paths: Any, **options: Any) -> Iterator[Any]:
-        time.sleep(0.3)  # stands for a large tree, whose watches take a while to set up
-        yield from real_watch(*paths, **options)
-
-    monkeypatch.setattr(watchfiles, "watch", slow_watch)
-    pkg.write("a.py", "VALUE = 1\n")
-    pkg.load("a")
-    _, reports = watching()
-    pkg.write("a.py", "VALUE = 2\n")
-
-    reports.reloaded(pkg.dotted("a"))
-
-
-def test_saving_a_package_init_reloads_the_package(pkg: Pkg, watching: Callable[..., Any]) -> None:
-    pkg.write("sub/__init__.py", "VALUE = 1\n")
-    pkg.load("sub")
-    _, reports = watching()
-    pkg.write("sub/__init__.py", "VALUE = 2\n")
-
-    reports.reloaded(pkg.dotted("sub"))
-
-    assert pkg.current("sub").VALUE == 2
-
-
-def test_an_atomic_rename_save_reloads(pkg: Pkg, watching: Callable[..., Any]) -> None:
-    path = pkg.write("a.py", "VALUE = 1\n")
-    pkg.load("a")
-    _, reports = watching()
-    temporary = path.with_name("a.py.tmp")
-    temporary.write_text("VALUE = 2\n")
-    os.replace(temporary, path)
-
-    reports.reloaded(pkg.dotted("a"))
-
-    assert pkg.current("a").VALUE == 2
-
-
-def test_a_vim_style_save_reloads_once(pkg: Pkg, watching: Callable[..., Any]) -> None:
-    path = pkg.write("a.py", "VALUE = 1\n")
-    pkg.write("b.py", "VALUE = 1\n")
-    pkg.load("a")
-    pkg.load("b")
-    _, reports = watching()
-    probe = pkg.root / "4913"
-    probe.write_text("")
-    probe.unlink()
-    backup = path.with_name("a.py~")
-    os.replace(path, backup)
-    path.write_text("VALUE = 2\n")
-    backup.unlink()
-    reports.reloaded(pkg.dotted("a"))
-    pkg.write("b.py", "VALUE = 2\n")  # a later save, to know every earlier event was handled
-    reports.reloaded(pkg.dotted("b"))
-
-    assert pkg.current("a").VALUE == 2
-    assert [result.modules for result in reports.all] == [(pkg.dotted("a"),), (pkg.dotted("b"),)]
-
-
-def test_rapid_saves_end_with_the_last_content(pkg: Pkg, watching: Callable[..., Any]) -> None:
-    pkg.write("a.py", "VALUE = 0\n")
-    pkg.load("a")
-    _, reports = watching()
-    saves = 10
-    for value in range(1, saves + 1):
-        pkg.write("a.py", f"VALUE = {value}\n")
-
-    wait_until(lambda: getattr(pkg.current("a"), "VALUE", None) == saves, DEADLINE, "the last save")
-
-    batches = [result for result in reports.all if pkg.dotted("a") in result.modules]
-    assert 1 <= len(batches) <= saves // 2, reports.all
-    assert all(result.error is None for result in reports.all)
-
-
-def test_a_touch_with_the_same_content_reloads_nothing(
-    pkg: Pkg, watching: Callable[..., Any]
-) -> None:
-    path = pkg.write("a.py", "VALUE = 1\n")
-    pkg.write("b.py", "VALUE = 1\n")
-    pkg.load("a")
-    pkg.load("b")
-    _, reports = watching()
-    path.write_text("VALUE = 1\n")
-    os.utime(path)
-    pkg.write("b.py", "VALUE = 2\n")
-
-    reports.reloaded(pkg.dotted("b"))
-
-    assert all(pkg.dotted("a") not in result.modules for result in reports.all)
-
-
 @pytest.mark.parametrize(
-    "name",
+    ("statement", "error"),
     [
-        *("a.py.swp", ".a.py.swp", ".a.py.swx", "a.py~", ".#a.py", "4913", "a.py.tmp", "a.txt"),
-        *(".hidden.py", "__pycache__/a.py", ".venv/lib/a.py", ".git/a.py", "node_modules/a.py"),
+        ("raise KeyboardInterrupt", "KeyboardInterrupt"),
+        ("import sys; sys.exit(3)", "SystemExit: 3"),
+        ("raise SystemExit('bye')", "SystemExit: bye"),
     ],
 )
-def test_the_watch_filter_ignores_editor_and_tool_files(name: str, tmp_path: Path) -> None:
-    path = str(tmp_path / name)
-    assert not reload_module._is_source_change(watchfiles.Change.added, path)
-    assert not reload_module._is_source_change(watchfiles.Change.modified, path)
-
-
-def test_the_watch_filter_takes_added_or_modified_sources(tmp_path: Path) -> None:
-    path = str(tmp_path / "app" / "a.py")
-    assert reload_module._is_source_change(watchfiles.Change.added, path)
-    assert reload_module._is_source_change(watchfiles.Change.modified, path)
-    assert not reload_module._is_source_change(watchfiles.Change.deleted, path)
-
-
-def test_a_broken_save_is_reported_and_the_next_good_save_recovers(
-    pkg: Pkg, watching: Callable[..., Any]
+def test_a_module_that_raises_base_exceptions_is_only_an_error(
+    pkg: Pkg, statement: str, error: str
 ) -> None:
-    pkg.write("a.py", "def f():\n    return 1\n")
-    pkg.write("b.py", "from .a import f\n")
-    pkg.load("b")
-    _, reports = watching()
-    pkg.write("a.py", "def g():\n    return 2\n")  # b.py's import now fails
-
-    failed = reports.wait_for(lambda r: r.error is not None, "the failed batch")
-    assert "b.py:1: ImportError: cannot import name 'f'" in str(failed.error)
-    assert pkg.current("a").f() == 1
-    pkg.write("b.py", "from .a import g\n")  # the fix is in the other file
-
-    result = reports.reloaded(pkg.dotted("b"))
-
-    assert result.modules == (pkg.dotted("a"), pkg.dotted("b"))
-    assert pkg.current("b").g() == 2
-
-
-def test_the_watcher_survives_failing_listeners_and_internal_errors(
-    pkg: Pkg, watching: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pkg.write("a.py", "VALUE = 0\n")
-    pkg.load("a")
-    reloader, reports = watching()
-
-    def broken_listener(result: ReloadResult) -> None:
-        raise RuntimeError("listener broke")
-
-    reloader.on_reload.append(broken_listener)
     pkg.write("a.py", "VALUE = 1\n")
-    result = reports.reloaded(pkg.dotted("a"))
-    assert "RuntimeError: listener broke (in on_reload listener" in str(result.hook_errors[0])
-    reloader.on_reload.remove(broken_listener)
+    old = pkg.load("a")
+    pkg.write("a.py", f"VALUE = 2\n{statement}\n")
 
-    real_reload = reload_module._reload
-    monkeypatch.setattr(reload_module, "_reload", _raise_once(real_reload))
+    result = reload_modules([pkg.dotted("a")])
+
+    assert f"a.py:2: {error}" in str(result.error)
+    assert pkg.current("a") is old and old.VALUE == 1
+
+
+def test_a_batch_rolled_back_while_it_executes_changes_nothing(pkg: Pkg) -> None:
+    pkg.write("gate.py", "from threading import Event\nentered, release = Event(), Event()\n")
+    pkg.write("a.py", "VALUE = 1\n")
+    pkg.write("b.py", "from .a import VALUE\n")
+    gate = pkg.load("gate")
+    old_a, old_b = pkg.load("a"), pkg.load("b")
     pkg.write("a.py", "VALUE = 2\n")
-    failure = reports.wait_for(lambda r: r.error is not None, "the internal error")
-    assert "RuntimeError: reloader bug" in str(failure.error)
-
-    pkg.write("a.py", "VALUE = 3\n")
-    reports.reloaded(pkg.dotted("a"))
-    assert pkg.current("a").VALUE == 3
-    assert reloader.running
-
-
-def _raise_once(function: Callable[..., Any]) -> Callable[..., Any]:
-    calls = []
-
-    def wrapper(*args: Any) -> Any:
-        calls.append(args)
-        if len(calls) == 1:
-            raise RuntimeError("reloader bug")
-        return function(*args)
-
-    return wrapper
-
-
-def test_the_default_report_prints_successes_to_stdout_and_failures_to_stderr(
-    pkg: Pkg, capsys: pytest.CaptureFixture[str]
-) -> None:
-    pkg.write("a.py", "VALUE = 1\n")
-    pkg.load("a")
-    reloader = Reloader([pkg.root])
-    reloader.start()
-    out, err = [], []
-
-    def printed(stream: list[str], text: str) -> bool:
-        captured = capsys.readouterr()
-        out.append(captured.out)
-        err.append(captured.err)
-        return text in "".join(stream)
-
+    pkg.write(
+        "b.py",
+        "from .a import VALUE\nfrom . import gate\ngate.entered.set()\ngate.release.wait(5)\n",
+    )
+    batch = Batch([pkg.dotted("a")], project_modules())
+    outcome: list[object] = []
+    worker = threading.Thread(target=lambda: outcome.append(batch.execute()))
+    worker.start()
     try:
-        pkg.write("a.py", "VALUE = 2\n")
-        wait_until(
-            lambda: printed(out, f"reloaded {pkg.dotted('a')} in "), DEADLINE, "the success line"
-        )
-        pkg.write("a.py", "VALUE = (\n")
-        wait_until(lambda: printed(err, "reload failed: "), DEADLINE, "the failure line")
+        assert gate.entered.wait(DEADLINE)
+        # a.py ran: installed for the modules after it. b.py runs: not installed yet.
+        assert pkg.current("a") is not old_a and pkg.current("a").VALUE == 2
+        assert pkg.current("b") is old_b
+        batch.rollback()
+        assert pkg.current("a") is old_a and pkg.current().a is old_a
     finally:
-        reloader.stop()
-    assert "(still running the last good code)" in "".join(err)
-    assert "reload failed" not in "".join(out)
+        gate.release.set()
+        worker.join(DEADLINE)
+    assert outcome == [None]  # stopped quietly once b.py returned: nothing is swapped in
+    assert pkg.current("a") is old_a and pkg.current("b") is old_b and old_a.VALUE == 1
+    with pytest.raises(RuntimeError, match="already committed or rolled back"):
+        batch.commit()
 
 
-def test_stop_ends_and_joins_the_watcher_thread(pkg: Pkg) -> None:
-    before = reload_threads()
-    reloader = Reloader([pkg.root])
-    reloader.start()
-    reloader.start()  # idempotent: still one thread
-    threads = reload_threads() - before
-    assert len(threads) == 1 and reloader.running
-    (thread,) = threads
-    assert thread.daemon
-
-    reloader.stop()
-
-    assert not thread.is_alive()
-    assert not reloader.running
-    reloader.stop()  # idempotent
-
-
-def test_a_missing_root_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(NotADirectoryError):
-        Reloader([tmp_path / "missing"])
+def test_a_result_reads_as_one_line_per_outcome() -> None:
+    assert str(ReloadResult(("app.x",), 0.0004)) == "reloaded app.x in <1 ms"
+    assert str(ReloadResult(("app.x",), 0.002, notes=("not serving",))) == (
+        "reloaded app.x in 2 ms; not serving"
+    )
+    stuck = ReloadResult((), 3.2, stuck="app/slow.py")
+    assert not stuck.ok
+    assert str(stuck).startswith("reload stuck: app/slow.py still executing after 3 s")

@@ -181,7 +181,7 @@ def test_the_replkit_magic_in_terminal_ipython(tmp_path: Path) -> None:
         wait_until(lambda: fetch(url) == "Hello, IPython!", what="the save to be served")
         terminal.type("%replkit restart")
         terminal.type("%replkit nonsense")
-        terminal.shows("replkit: usage: %replkit start MODULE | stop | restart | reload | status")
+        terminal.shows("replkit: usage: %replkit start APP [--host H] [--port P] | stop [APP]")
         assert "Traceback" not in terminal.screen()
         terminal.type("%replkit stop")
         terminal.shows("not serving")

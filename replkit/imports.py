@@ -1,0 +1,160 @@
+"""The import graph of a project's modules: which loaded modules come from the project's own
+source files, what each of them imports, and the order to re-execute them in.
+
+A module is the project's when it was loaded from a ``.py`` file outside the standard
+library, outside installed packages (``site-packages``, ``.venv``, ...) and outside replkit
+itself, whose modules hold the server and the reloader and are never re-executed.
+
+State: a cache of each file's imports, keyed by path and checked against the file's stat,
+so a reload parses only the files that changed. It is guarded by :data:`lock`.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import os
+import sys
+import sysconfig
+import threading
+import types
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+__all__ = ["imports", "namespace", "plan", "project_modules", "source_path", "watch_roots"]
+
+IGNORED_DIRS = frozenset(
+    {"__pycache__", ".git", ".hg", ".venv", "node_modules", "site-packages", "dist-packages"}
+)
+_STDLIB_DIRS = tuple(
+    os.path.realpath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")
+)
+# The running script (multiprocessing aliases it as __mp_main__) is not a module to reload,
+# nor is replkit itself, which holds the server and the reloader.
+_PINNED = frozenset({"__main__", "__mp_main__", "replkit"})
+_REPLKIT_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
+
+lock = threading.RLock()
+"""Held while the cache is read or written; reentrant, as the reloader holds it too."""
+
+# path -> (stat key, module name, names it imports)
+_cache: dict[str, tuple[tuple[int, int, int], str, frozenset[str]]] = {}
+
+
+def namespace(module: types.ModuleType) -> dict[str, object]:
+    """``module.__dict__``, bypassing ``__getattribute__`` overrides (forwarding modules,
+    lazy modules that would load)."""
+    return object.__getattribute__(module, "__dict__")
+
+
+@functools.lru_cache(maxsize=8192)
+def source_path(file: object) -> str | None:
+    """The real path of ``file`` if it is a project source file, else ``None``."""
+    if not isinstance(file, str) or not file.endswith(".py"):
+        return None
+    path = os.path.realpath(file)
+    if path.startswith((*_STDLIB_DIRS, _REPLKIT_DIR)):
+        return None
+    return path if IGNORED_DIRS.isdisjoint(path.split(os.sep)) else None
+
+
+def project_modules() -> dict[str, str]:
+    """The loaded project modules: name -> source path."""
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] in _PINNED or not isinstance(module, types.ModuleType):
+            continue
+        path = source_path(namespace(module).get("__file__"))
+        if path is not None:
+            found[name] = path
+    return found
+
+
+def watch_roots(modules: Iterable[str]) -> tuple[list[Path], list[Path]]:
+    """Where to watch for saves of ``modules``: the directories of their top-level packages,
+    to watch with their subdirectories, and the directories of top-level single-file
+    modules, to watch without them (a project directory holds ``.venv`` and the like)."""
+    trees: set[Path] = set()
+    flat: set[Path] = set()
+    for name in modules:
+        top = sys.modules.get(name.partition(".")[0])
+        if top is None:
+            continue
+        # A namespace package has no __file__: its directories stand for it.
+        locations = namespace(top).get("__path__")
+        files = [os.path.join(p, "__init__.py") for p in locations] if locations else []  # type: ignore[attr-defined]
+        for file in files or [namespace(top).get("__file__")]:
+            if (path := source_path(file)) is not None:
+                (trees if locations else flat).add(Path(path).parent)
+    return sorted(trees), sorted(flat - trees)
+
+
+def plan(names: Iterable[str], scope: dict[str, str]) -> list[str]:
+    """``names`` and their importers in ``scope``, dependencies first (cycles broken by name)."""
+    deps = {
+        name: sorted((imports(name, path) & scope.keys()) - {name}) for name, path in scope.items()
+    }
+    importers = defaultdict(list)
+    for name, imported in deps.items():
+        for dep in imported:
+            importers[dep].append(name)
+    batch: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in batch:
+            batch.add(name)
+            todo.extend(importers[name])
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name not in seen:
+            seen.add(name)
+            for dep in deps[name]:
+                if dep in batch:
+                    visit(dep)
+            order.append(name)
+
+    for name in sorted(batch):
+        visit(name)
+    return order
+
+
+def imports(name: str, path: str) -> frozenset[str]:
+    """Absolute names ``path`` may import; ``from a import b`` yields ``a`` and ``a.b``."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return frozenset()
+    key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    with lock:
+        cached = _cache.get(path)
+        if cached is not None and cached[:2] == (key, name):
+            return cached[2]
+        try:
+            tree = ast.parse(Path(path).read_bytes(), path)
+        except OSError:
+            return frozenset()
+        except (SyntaxError, ValueError):
+            # Mid-edit: it still imports what it did, and must block the batch, not drop out.
+            return cached[2] if cached is not None else frozenset()
+        package = name if os.path.basename(path) == "__init__.py" else name.rpartition(".")[0]
+        found = frozenset(_imported_names(tree, package))
+        _cache[path] = (key, name, found)
+        return found
+
+
+def _imported_names(tree: ast.AST, package: str) -> Iterator[str]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            except (ImportError, ValueError):
+                continue
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
