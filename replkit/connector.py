@@ -175,10 +175,8 @@ def placed(declared: Address) -> Address:
 
 def _place(connector: Connector) -> Address:
     """Move ``connector`` where an override says; returns the address its map declared."""
-    declared = (connector.host, connector.port)
-    override = _overrides.get(declared)
-    if override is not None:
-        connector.host, connector.port = override
+    declared = connector.declared
+    connector.host, connector.port = _overrides.get(declared, declared)
     return declared
 
 
@@ -215,20 +213,25 @@ def stop(connector: Connector | None) -> None:
 def restart(old: Connector | None, new: Connector, *, drop_streams: bool = False) -> Connector:
     """Replace ``old`` by ``new`` and return ``new``, running.
 
-    On the same address the listening socket stays open throughout: requests arriving
-    mid-restart are served by ``new``, never refused, and streams ``old`` opened run to
-    their end unless ``drop_streams`` is true. Otherwise this is ``stop`` then ``start``.
+    When ``new`` asks for the address ``old`` asked for, or for the one ``old`` serves on,
+    the listening socket stays open throughout: requests arriving mid-restart are served by
+    ``new``, never refused, and streams ``old`` opened run to their end unless
+    ``drop_streams`` is true. Otherwise this is ``stop`` then ``start``.
     """
     with _lock:
-        declared = _place(new)
         server = old.server if old is not None and old.running else None
+        if server is not None and old is not None and new.declared == old.declared:
+            # The same app built again: it belongs where the old one serves, whatever
+            # override moved it there.
+            new.host, new.port = server.host, server.requested_port
+            return new.take_over(server.target, drop_streams=drop_streams)
+        declared = _place(new)
         if server is None:
             return _start(new, declared)
-        if new.host != server.host or new.port not in (server.port, server.requested_port):
-            stop(old)
-            return _start(new, declared)
-        new.take_over(server.target, drop_streams=drop_streams)
-        return new
+        if new.host == server.host and new.port in (server.port, server.requested_port):
+            return new.take_over(server.target, drop_streams=drop_streams)
+        stop(old)
+        return _start(new, declared)
 
 
 def serving() -> list[Connector]:

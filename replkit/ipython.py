@@ -25,7 +25,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from replkit.errors import ReplkitError
-from replkit.session import Session
+from replkit.session import Session, watching
 from replkit.watch import Reloader
 
 __all__ = ["ReplkitMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -118,8 +118,8 @@ class ReplkitMagics(Magics):
             print(session.status()[0])
         if not self.sessions:
             print("not serving")
-        if self.reloader is not None and self.reloader.running:
-            print(f"reloading on save under {', '.join(map(str, self.reloader.roots))}")
+        for line in watching(self.reloader) if self.reloader is not None else []:
+            print(line)
 
     def close(self) -> None:
         """Stop everything the magic started, quietly."""

@@ -73,6 +73,8 @@ class Connector:
     def __init__(self, host: str, port: int, *, shutdown_grace: float) -> None:
         self.host = host
         self.port = port
+        self.declared = (host, port)
+        """The address asked for, before an override moved it (see replkit.connector)."""
         self.shutdown_grace = shutdown_grace
         self._server: Server | None = None
         self._inflight: set[asyncio.Task[Any]] = set()

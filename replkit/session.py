@@ -31,13 +31,14 @@ from typing import Any
 from aiohttp import web
 
 from replkit import connector as conn
+from replkit import imports
 from replkit.application import ApplicationConnector
 from replkit.errors import ReplkitError
 from replkit.reload import Batch, ReloadResult, describe
 from replkit.server import Connector, Server, find_server, open_servers
 from replkit.watch import Reloader, print_result
 
-__all__ = ["Session", "load_app_module"]
+__all__ = ["Session", "load_app_module", "watching"]
 
 LIFECYCLE = ("start", "stop", "restart")
 
@@ -58,6 +59,15 @@ def load_app_module(name: str) -> ModuleType:
         if isinstance(err, KeyboardInterrupt):
             raise
         raise ReplkitError(f"importing {name}: {describe(err)}") from None
+
+
+def watching(reloader: Reloader) -> list[str]:
+    """What ``reloader`` watches, and the failure it is in, if any, as lines to print."""
+    if not reloader.running:
+        return []
+    roots = ", ".join(str(root) for root in reloader.roots)
+    failure = [str(reloader.failure).splitlines()[0]] if reloader.failure is not None else []
+    return [f"reloading on save under {roots}", *failure]
 
 
 class Session:
@@ -134,7 +144,8 @@ class Session:
         except BaseException as exc:  # the app's code: SystemExit is its error too
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            raise ReplkitError(f"{describe(exc)} (in {what})") from None
+            where = list(imports.project_modules().values())
+            raise ReplkitError(f"{describe(exc, where)} (in {what})") from None
         if isinstance(made, Connector):
             return made
         if isinstance(made, web.Application) or inspect.isawaitable(made):
@@ -215,9 +226,8 @@ class Session:
         connector = self.connector
         where = f"serving on {connector.url}" if connector is not None else "not serving"
         lines = [f"{self.spec} {where}"]
-        if self.reloader is not None and self.reloader.running:
-            roots = ", ".join(str(root) for root in self.reloader.roots)
-            lines.append(f"reloading on save under {roots}")
+        if self.reloader is not None:
+            lines.extend(watching(self.reloader))
         return lines
 
     # The reloader's two steps around the commit of a batch.

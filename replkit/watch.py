@@ -29,6 +29,7 @@ from typing import Any
 import watchfiles
 
 from replkit import imports
+from replkit.errors import ReplkitError
 from replkit.reload import Batch, ReloadError, ReloadResult, changed, display_path, error_of
 from replkit.reload import remember as remember_loaded
 
@@ -144,7 +145,8 @@ class Reloader:
         # Changed modules of a failed or abandoned batch: the save that fixes it may be of
         # another file.
         self._pending: set[str] = set()
-        self._failing = False
+        self.failure: ReloadResult | None = None
+        """The report of the reload that failed, or is stuck, until one succeeds."""
         remember_loaded(self._scope())
 
     @property
@@ -301,8 +303,8 @@ class Reloader:
             if job.finished or job.abandoned or job.batch is None:
                 return
             stuck = job.batch.executing or ", ".join(job.batch.modules)
-            self._failing = True
-            self._publish(ReloadResult((), time.monotonic() - job.started, stuck=stuck))
+            self.failure = ReloadResult((), time.monotonic() - job.started, stuck=stuck)
+            self._publish(self.failure)
 
     # A batch, on its own thread (or the caller's, for reload()).
 
@@ -359,6 +361,9 @@ class Reloader:
                 prepared.append((apply, prepare(batch)))
             except _Abandoned:
                 raise
+            except ReplkitError as exc:  # already one line, saying where
+                error = ReloadError(str(exc))
+                break
             except BaseException as exc:  # the app's code: SystemExit is its error too
                 error = error_of(exc, batch.paths)
                 break
@@ -368,11 +373,11 @@ class Reloader:
         with self._turn:
             if job.abandoned:
                 return None
-            if self._failing and job.names & self._pending:
+            if self.failure is not None and job.names & self._pending:
                 # The files went back to the code that is loaded: nothing failing remains.
                 back = sorted(display_path(p) for n, p in self._scope().items() if n in job.names)
                 notes = (f"{', '.join(back)} back to the running code; the failed reload is over",)
-                self._failing = False
+                self.failure = None
                 self._pending.clear()
             return ReloadResult((), 0.0, notes=notes) if notes else None
 
@@ -393,9 +398,9 @@ class Reloader:
                 if batch is not None:
                     batch.rollback()
                 self._pending |= job.names
-                self._failing = True
                 result = batch.failed(error) if batch is not None else ReloadResult((), 0, error)
-                return replace(result, notes=notes)
+                self.failure = replace(result, notes=notes)
+                return self.failure
             assert batch is not None
             result = batch.commit()
             for apply, value in prepared:
@@ -404,13 +409,13 @@ class Reloader:
                 except Exception as exc:
                     # Loaded, but what serves it would not start: the old one goes on serving.
                     self._pending |= job.names
-                    self._failing = True
                     error = error_of(exc, batch.paths, f" (reloaded {', '.join(batch.modules)})")
-                    return replace(result, modules=(), error=error, notes=notes)
+                    self.failure = replace(result, modules=(), error=error, notes=notes)
+                    return self.failure
                 notes = (*notes, *([note] if note else []))
-            if self._failing:
+            if self.failure is not None:
                 notes = (*notes, "the failed reload is over")
-            self._failing = False
+            self.failure = None
             self._pending.clear()
             return replace(result, notes=notes)
 

@@ -15,6 +15,7 @@ from conftest import ROOT, wait_until
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
+from test_hot_reload import SHAPES_APP, SHAPES_HANDLERS
 from test_repl import free_port
 
 
@@ -199,3 +200,73 @@ def test_restarting_the_kernel_frees_the_port(kernel: tuple[Kernel, int]) -> Non
     assert k.manager.is_alive()
     k.client.wait_for_ready(timeout=30)
     assert k.run("print('fresh kernel')")[0] == "fresh kernel\n"
+
+
+def test_two_apps_on_port_0_in_one_kernel_follow_a_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLKIT_PORT", raising=False)
+    shapes = tmp_path / "shapes"
+    shapes.mkdir()
+    (shapes / "__init__.py").write_text("")
+    (shapes / "handlers.py").write_text(SHAPES_HANDLERS)
+    (shapes / "app.py").write_text(SHAPES_APP)
+    (shapes / "second.py").write_text(SHAPES_APP.replace("stamp v1", "second v1"))
+    k = Kernel(tmp_path)
+    try:
+        k.run("%load_ext replkit\nimport aiohttp, threading")
+        assert k.run("%replkit start shapes.app --port 0")[2] is None
+        out, err, error = k.run("%replkit start shapes.second --port 0")
+        assert error is None, err
+        urls = re.findall(r"shapes\.\w+ serving on (http://localhost:\d+)", out)
+        assert len(set(urls)) == 2, out
+        k.run(FETCHER)
+        k.run(f"stream = asyncio.ensure_future(fetch({urls[0] + '/ticks'!r}))")
+
+        (shapes / "handlers.py").write_text(SHAPES_HANDLERS.replace("hello v1", "hello v2"))
+        for url in urls:
+            wait_until(lambda u=url: _get(k, u) == "hello v2", 10, f"{url} to serve the save")
+
+        (shapes / "app.py").write_text(
+            SHAPES_APP.replace("def create_connector():\n", "def create_connector():\n    1 / 0\n")
+        )
+        wait_until(lambda: _get(k, urls[1]) == "hello v2", 10, "the second app")
+        (shapes / "handlers.py").write_text(SHAPES_HANDLERS.replace("hello v1", "hello v3"))
+        # app.py is broken: the batch fails for both apps, and both keep the last good code.
+        wait_until(lambda: "ZeroDivisionError" in k.run("%replkit reload")[0], 10, "the failure")
+        assert [_get(k, url) for url in urls] == ["hello v2", "hello v2"]
+        (shapes / "app.py").write_text(
+            SHAPES_APP.replace("import asyncio\n", "while True:\n    pass\n")
+        )
+
+        def stuck_status() -> str | None:
+            status = k.run("%replkit status")[0]
+            return status if "reload stuck" in status else None
+
+        status = wait_until(stuck_status, 10, "the stuck report in %replkit status")
+        assert "reload stuck: shapes/app.py still executing after" in status
+        assert [_get(k, url) for url in urls] == ["hello v2", "hello v2"]
+        (shapes / "app.py").write_text(SHAPES_APP)
+        for url in urls:
+            wait_until(lambda u=url: _get(k, u) == "hello v3", 10, f"{url} to recover")
+
+        out = k.run("print(await stream)")[0]
+        assert [line for line in out.splitlines() if line] == [f"data: {i}" for i in range(40)]
+        k.run("%replkit stop")
+        assert replkit_threads(k) == "[]\n"
+    finally:
+        k.close()
+
+
+FETCHER = """
+import asyncio
+
+async def fetch(url):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as response:
+            return (await response.text()).replace("\\n\\n", "\\n")
+"""
+
+
+def _get(k: Kernel, url: str) -> str:
+    return k.run(f"print(await fetch({url + '/'!r}))")[0].strip()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, wait_until
-from test_hot_reload import fetch
+from test_hot_reload import SHAPES_APP, SHAPES_HANDLERS, fetch
 
 
 def free_port() -> int:
@@ -188,5 +188,43 @@ def test_the_replkit_magic_in_terminal_ipython(tmp_path: Path) -> None:
         assert fetch(url).startswith("error:")
         terminal.type("exit()")
         wait_until(lambda: not terminal.alive(), 10, "IPython to exit")
+    finally:
+        terminal.close()
+
+
+def test_an_app_with_only_create_connector_in_the_repl(tmp_path: Path) -> None:
+    (tmp_path / "shapes").mkdir()
+    (tmp_path / "shapes" / "__init__.py").write_text("")
+    (tmp_path / "shapes" / "handlers.py").write_text(SHAPES_HANDLERS)
+    (tmp_path / "shapes" / "app.py").write_text(SHAPES_APP)
+    port = free_port()
+    url = f"http://localhost:{port}"
+    command = [sys.executable, "-m", "replkit", "repl", "shapes.app", "--port", str(port)]
+    terminal = Terminal(command, tmp_path)
+    try:
+        banner = terminal.shows(">>>", 20)
+        assert f"shapes.app serving on {url}" in banner
+        assert "start()  stop()  restart()   control the server\n" in banner  # no app.start()
+        assert fetch(url) == "hello v1"
+        curl = subprocess.Popen(["curl", "-sN", f"{url}/ticks"], stdout=subprocess.PIPE)
+        handlers = tmp_path / "shapes" / "handlers.py"
+        handlers.write_text(SHAPES_HANDLERS.replace("hello v1", "hello v2"))
+        wait_until(lambda: fetch(url) == "hello v2", what="the save to be served")
+        terminal.shows("reloaded shapes.handlers, shapes.app in")
+        out, _ = curl.communicate(timeout=15)
+        assert [line for line in out.decode().splitlines() if line] == [
+            f"data: {i}" for i in range(40)
+        ]
+        terminal.type("stop()")
+        wait_until(lambda: fetch(url).startswith("error:"), what="stop()")
+        terminal.type("start()")
+        wait_until(lambda: fetch(url) == "hello v2", what="start()")
+        terminal.type("restart()")
+        terminal.type("app.create_connector")
+        terminal.shows("<function create_connector at")
+        assert "Traceback" not in terminal.screen()
+        terminal.type("exit()")
+        wait_until(lambda: not terminal.alive(), what="ptpython to exit")
+        assert fetch(url).startswith("error:")
     finally:
         terminal.close()
