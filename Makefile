@@ -3,6 +3,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The venv remembers the Python it was made with: another PYTHON (make test PYTHON=python3.13)
+# makes a new one.
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+MADE_WITH := $(VENV)/.python-$(PYTHON_VERSION)
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := tests/js/node_modules/.installed
 SYSTEM_INSTALLED := $(VENV)/.system-deps
@@ -26,17 +30,19 @@ format: $(INSTALLED)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-$(BIN)/python:
+$(MADE_WITH):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "replkit needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	touch $@
 
-$(INSTALLED): pyproject.toml $(BIN)/python
+$(INSTALLED): pyproject.toml $(MADE_WITH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-$(SYSTEM_INSTALLED): .ci/system-deps $(BIN)/python
+$(SYSTEM_INSTALLED): .ci/system-deps $(MADE_WITH)
 	.ci/system-deps
 	touch $@
 

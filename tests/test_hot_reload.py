@@ -348,3 +348,31 @@ def test_a_helper_built_app_follows_saves_under_serve(
 def _header(url: str, name: str) -> str | None:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.headers.get(name)
+
+
+def test_while_a_slow_batch_runs_the_last_good_code_serves(live_app: LiveApp) -> None:
+    app = live_app
+    app.edit("Hello, World!", "good-2")
+    app.serves("/", "good-2")
+    app.edit("import threading\n", "import threading\nimport time\ntime.sleep(2)\n")
+    app.edit("good-2", "good-3")
+    seen = set()
+    deadline = time.monotonic() + 10
+    while (answer := fetch(f"{app.url}/")) != "good-3" and time.monotonic() < deadline:
+        seen.add(answer)
+    assert answer == "good-3"
+    assert seen <= {"good-2"}  # never the code from process start, never a half-run module
+
+
+def test_two_hundred_saves_then_ctrl_c(live_app: LiveApp) -> None:
+    app = live_app
+    for i in range(200):
+        app.write(app.original.replace("Hello, World!", f"Hello, save {i}!"), atomically=i % 2 == 1)
+        time.sleep(0.01)  # the pace of the saves is the scenario, not a wait
+    app.serves("/", "Hello, save 199!")
+    app.edit("import threading\n", "import threading\nimport time\ntime.sleep(30)\n")
+    app.reported("reload stuck", timeout=10)
+    sent = time.monotonic()
+    app.process.proc.send_signal(signal.SIGINT)
+    assert app.process.finish(timeout=5) == 0
+    assert time.monotonic() - sent < 1.0
