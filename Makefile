@@ -3,9 +3,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# PYTHON may name a pyenv shim for a version that is installed but not selected: find it.
+PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null \
+	|| { v=$$(pyenv whence $(PYTHON) 2>/dev/null | tail -n 1); \
+	     [ -n "$$v" ] && echo "$$(pyenv root)/versions/$$v/bin/$(PYTHON)"; })
 # The venv remembers the Python it was made with: another PYTHON (make test PYTHON=python3.13)
 # makes a new one.
-PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PYTHON_VERSION := $(if $(PYTHON_EXE),$(shell $(PYTHON_EXE) -c 'import sys; print("%d.%d" % sys.version_info[:2])'))
 MADE_WITH := $(VENV)/.python-$(PYTHON_VERSION)
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := tests/js/node_modules/.installed
@@ -31,10 +35,11 @@ format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
 
 $(MADE_WITH):
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-		|| { echo "replkit needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
+	@[ -n "$(PYTHON_EXE)" ] || { echo "$(PYTHON): no such Python"; exit 1; }
+	@$(PYTHON_EXE) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "replkit needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON_EXE) --version)"; exit 1; }
 	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON_EXE) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	touch $@
 

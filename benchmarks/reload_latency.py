@@ -4,7 +4,7 @@ Creates a throwaway package of a few modules (one importing another, as a handle
 imports its helpers), starts a Reloader on it with aiohttp loaded (so ``sys.modules`` is the
 size of a real server's), then saves a module N times, each save a pause after the previous
 reload finished, and prints the median and p90 of the time from the write to the end of the
-reload (the ``on_reload`` listener). Run: ``python benchmarks/reload_latency.py [--n 30]``.
+reload (its report). Run: ``python benchmarks/reload_latency.py [--n 30]``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import aiohttp.web  # noqa: F401  (a realistic sys.modules)
 
-from replkit.reload import Reloader, ReloadResult
+from replkit.reload import ReloadResult
+from replkit.watch import Reloader
 
 HELPERS = "def render(value):\n    return f'<p>{value}</p>'\n"
 HANDLER = "from .helpers import render\nVALUE = {value}\ndef handler():\n    return render(VALUE)\n"
@@ -54,14 +55,11 @@ def _measure(
     done = threading.Event()
     finished: list[tuple[float, ReloadResult]] = []
 
-    def on_reload(result: ReloadResult) -> None:
+    def reported(result: ReloadResult) -> None:
         finished.append((time.perf_counter(), result))
         done.set()
 
-    reloader = Reloader(
-        [root], report=lambda r: None, step_ms=args.step_ms, debounce_ms=args.debounce_ms
-    )
-    reloader.on_reload.append(on_reload)
+    reloader = Reloader([root], report=reported, step_ms=args.step_ms, debounce_ms=args.debounce_ms)
     reloader.start()
     latencies, reload_times = [], []
     try:
