@@ -5,8 +5,8 @@ A module is the project's when it was loaded from a ``.py`` file outside the sta
 library, outside installed packages (``site-packages``, ``.venv``, ...) and outside replkit
 itself, whose modules hold the server and the reloader and are never re-executed.
 
-State: a cache of each file's imports, keyed by path and checked against the file's stat,
-so a reload parses only the files that changed. It is guarded by :data:`lock`.
+Nothing here keeps state of its own: the cache of what each file imports is the reloader's
+(:data:`replkit.reload.state`), passed in.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import importlib.util
 import os
 import sys
 import sysconfig
-import threading
 import types
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -36,11 +35,8 @@ _STDLIB_DIRS = tuple(
 _PINNED = frozenset({"__main__", "__mp_main__", "replkit"})
 _REPLKIT_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
 
-lock = threading.RLock()
-"""Held while the cache is read or written; reentrant, as the reloader holds it too."""
-
-# path -> (stat key, module name, names it imports)
-_cache: dict[str, tuple[tuple[int, int, int], str, frozenset[str]]] = {}
+ImportsCache = dict[str, tuple[tuple[int, int, int], str, frozenset[str]]]
+"""path -> (stat key, module name, the names it imports)."""
 
 
 def namespace(module: types.ModuleType) -> dict[str, object]:
@@ -91,10 +87,12 @@ def watch_roots(modules: Iterable[str]) -> tuple[list[Path], list[Path]]:
     return sorted(trees), sorted(flat - trees)
 
 
-def plan(names: Iterable[str], scope: dict[str, str]) -> list[str]:
-    """``names`` and their importers in ``scope``, dependencies first (cycles broken by name)."""
+def plan(names: Iterable[str], scope: dict[str, str], cache: ImportsCache) -> list[str]:
+    """``names`` and their importers in ``scope``, dependencies first (cycles broken by name).
+    ``cache`` keeps what each file imports between calls."""
     deps = {
-        name: sorted((imports(name, path) & scope.keys()) - {name}) for name, path in scope.items()
+        name: sorted((imports(name, path, cache) & scope.keys()) - {name})
+        for name, path in scope.items()
     }
     importers = defaultdict(list)
     for name, imported in deps.items():
@@ -123,28 +121,28 @@ def plan(names: Iterable[str], scope: dict[str, str]) -> list[str]:
     return order
 
 
-def imports(name: str, path: str) -> frozenset[str]:
-    """Absolute names ``path`` may import; ``from a import b`` yields ``a`` and ``a.b``."""
+def imports(name: str, path: str, cache: ImportsCache) -> frozenset[str]:
+    """Absolute names ``path`` may import; ``from a import b`` yields ``a`` and ``a.b``.
+    Parsed once per version of the file (by its stat), kept in ``cache``."""
     try:
         stat = os.stat(path)
     except OSError:
         return frozenset()
     key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-    with lock:
-        cached = _cache.get(path)
-        if cached is not None and cached[:2] == (key, name):
-            return cached[2]
-        try:
-            tree = ast.parse(Path(path).read_bytes(), path)
-        except OSError:
-            return frozenset()
-        except (SyntaxError, ValueError):
-            # Mid-edit: it still imports what it did, and must block the batch, not drop out.
-            return cached[2] if cached is not None else frozenset()
-        package = name if os.path.basename(path) == "__init__.py" else name.rpartition(".")[0]
-        found = frozenset(_imported_names(tree, package))
-        _cache[path] = (key, name, found)
-        return found
+    cached = cache.get(path)
+    if cached is not None and cached[:2] == (key, name):
+        return cached[2]
+    try:
+        tree = ast.parse(Path(path).read_bytes(), path)
+    except OSError:
+        return frozenset()
+    except (SyntaxError, ValueError):
+        # Mid-edit: it still imports what it did, and must block the batch, not drop out.
+        return cached[2] if cached is not None else frozenset()
+    package = name if os.path.basename(path) == "__init__.py" else name.rpartition(".")[0]
+    found = frozenset(_imported_names(tree, package))
+    cache[path] = (key, name, found)
+    return found
 
 
 def _imported_names(tree: ast.AST, package: str) -> Iterator[str]:

@@ -12,12 +12,10 @@ their successor; names in ``__main__`` (the REPL's namespace) are rebound to the
 objects. A module may define ``__before_reload__()``, run on the old module before the
 batch, and ``__after_reload__()``, run on whichever module is live afterwards.
 
-Process-wide state, all of it, guarded by :data:`replkit.imports.lock`:
-
-- ``_loaded``: for each module executed by replkit or seen at the start of a watch, the
-  digest of the source it runs. A file whose digest differs has unloaded changes.
-- the modules in :data:`sys.modules`, which a batch changes only while it executes (so
-  that the modules later in the batch import the fresh ones) and then commits or restores.
+Process-wide state, all of it, is :data:`state` (see :class:`State`), plus the modules in
+:data:`sys.modules`, which a batch changes only while it executes (so that the modules
+later in the batch import the fresh ones) and then commits or restores, under
+``state.lock``.
 """
 
 from __future__ import annotations
@@ -28,11 +26,12 @@ import importlib.util
 import linecache
 import os
 import sys
+import threading
 import time
 import traceback
 import types
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from replkit import imports
@@ -52,8 +51,24 @@ __all__ = [
     "run",
 ]
 
-_loaded: dict[str, bytes] = {}
 _MISSING = object()
+
+
+@dataclass
+class State:
+    """What the reloader keeps for the life of the process."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    """Guards the fields below and every change a batch makes to ``sys.modules``. Never
+    held while module code runs, so a stuck import cannot stop other reloads."""
+    loaded: dict[str, bytes] = field(default_factory=dict)
+    """Module name -> digest of the source it runs, for each module executed by replkit or
+    seen when a watch started: a file whose digest differs has unloaded changes."""
+    imports: imports.ImportsCache = field(default_factory=dict)
+    """What each project file imports, parsed once per version of the file."""
+
+
+state = State()
 
 
 class ReloadError(ReplkitError):
@@ -153,8 +168,8 @@ class Batch:
 
     def __init__(self, names: Iterable[str], scope: dict[str, str]) -> None:
         self.started = time.perf_counter()
-        with imports.lock:
-            self.order = imports.plan(names, scope)
+        with state.lock:
+            self.order = imports.plan(names, scope, state.imports)
             self._steps = [_compile(name, scope[name]) for name in self.order]
         self._undo: list[tuple[dict[str, object], str, object]] = []
         self._done = False
@@ -196,13 +211,13 @@ class Batch:
 
     def commit(self) -> ReloadResult:
         """Make the fresh modules the live ones; returns the result to report."""
-        with imports.lock:
+        with state.lock:
             if self._done:
                 raise RuntimeError("this batch was already committed or rolled back")
             self._done = True
             _rebind_main(self._steps)
             for step in self._steps:
-                _loaded[step.name] = step.digest
+                state.loaded[step.name] = step.digest
                 # Tracebacks must quote the new lines even if size and mtime did not change.
                 linecache.cache.pop(step.path, None)
                 # A module class with its own layout cannot be retyped: it keeps the old code.
@@ -214,7 +229,7 @@ class Batch:
 
     def rollback(self) -> None:
         """Put every old module back; harmless when already done."""
-        with imports.lock:
+        with state.lock:
             if self._done:
                 return
             self._done = True
@@ -256,7 +271,7 @@ class Batch:
         # committed batch and never look.
         fresh = step.fresh
         assert fresh is not None
-        with imports.lock:
+        with state.lock:
             if self._done:
                 return False
             self._set(sys.modules, step.name, fresh)
@@ -279,7 +294,7 @@ def reload_modules(names: Iterable[str]) -> ReloadResult:
     Raises ValueError for a name that is not a loaded module with a project ``.py`` file.
     """
     names = list(names)
-    with imports.lock:
+    with state.lock:
         scope = imports.project_modules()
         unknown = [name for name in names if name not in scope]
         if unknown:
@@ -299,22 +314,22 @@ def run(names: Iterable[str], scope: dict[str, str]) -> ReloadResult:
 
 def changed(scope: dict[str, str], candidates: Iterable[str]) -> list[str]:
     """Those of ``candidates`` whose file differs from the source they were loaded from."""
-    with imports.lock:
+    with state.lock:
         return sorted(
             name
             for name in candidates
-            if name in scope and digest(scope[name]) not in (None, _loaded.get(name))
+            if name in scope and digest(scope[name]) not in (None, state.loaded.get(name))
         )
 
 
 def remember(scope: dict[str, str]) -> None:
     """Take the modules in ``scope`` that replkit has not executed as loaded from their files
     as they are now, and parse their imports while the files are good."""
-    with imports.lock:
+    with state.lock:
         for name, path in scope.items():
-            if name not in _loaded and (found := digest(path)) is not None:
-                _loaded[name] = found
-            imports.imports(name, path)
+            if name not in state.loaded and (found := digest(path)) is not None:
+                state.loaded[name] = found
+            imports.imports(name, path, state.imports)
 
 
 def digest(path: str) -> bytes | None:

@@ -51,7 +51,7 @@ def test_imports_are_read_from_the_source(pkg: Pkg) -> None:
         "a.py",
         "import os, json.decoder\nfrom . import b\nfrom .c import d\nfrom .. import nowhere\n",
     )
-    found = imports.imports(pkg.dotted("a"), str(path))
+    found = imports.imports(pkg.dotted("a"), str(path), {})
     assert {"os", "json.decoder", pkg.name, pkg.dotted("b"), pkg.dotted("c")} <= found
     assert pkg.dotted("c.d") in found
 
