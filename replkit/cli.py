@@ -56,7 +56,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not watch files: a deploy that rewrites them never reloads this process",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="serve with N worker processes sharing the port (needs --no-watch)",
+    )
     serve.set_defaults(command=_serve)
+
+    # Started by `serve --workers`, one per worker: the app on inherited listening sockets.
+    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("app")
+    worker.add_argument(
+        "--fds", required=True, type=lambda text: [int(fd) for fd in text.split(",")]
+    )
+    worker.set_defaults(command=_worker)
 
     repl = commands.add_parser("repl", help="open ptpython on APP, serving and hot-reloading")
     _app_arguments(repl)
@@ -105,7 +119,24 @@ def _session(args: argparse.Namespace) -> Session:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        if not args.no_watch:
+            raise ReplkitError(
+                "--workers runs production workers, which never reload: add --no-watch "
+                "(hot reload is for one process, replkit serve or replkit repl)"
+            )
+        from replkit.workers import supervise
+
+        return asyncio.run(supervise(_session(args), args.workers))
     return asyncio.run(_serve_until_signal(_session(args)))
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from replkit.workers import run_worker
+
+    session = Session(args.app, watch=False)
+    configure_logging()
+    return asyncio.run(run_worker(session, args.fds))
 
 
 def _repl(args: argparse.Namespace) -> int:

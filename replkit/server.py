@@ -106,14 +106,15 @@ class Connector:
         """The server this connector started or took over, open or not."""
         return self._server
 
-    def start(self) -> Self:
-        """Listen and serve; returns once the socket is listening.
+    def start(self, sockets: list[socket.socket] | None = None) -> Self:
+        """Listen and serve; returns once the socket is listening. ``sockets``, if given,
+        are listening already (a worker's, shared with its siblings): serve on those.
 
         Raises :class:`ServerError` with a one-line reason if the address cannot be bound.
         """
         if self.running:
             return self
-        sockets = bind(self.host, self.port)
+        sockets = sockets or bind(self.host, self.port)
         loop = _running_loop()
         if loop is not None:
             # Serving on the caller's loop: the sockets already listen, so connections queue
