@@ -11,8 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Process, replkit_command, served_url
-from test_repl import free_port
+from conftest import ROOT, Process, free_port, replkit_command, served_url
 
 
 def run_replkit(

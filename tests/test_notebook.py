@@ -11,12 +11,11 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import ROOT, wait_until
+from conftest import ROOT, free_port, wait_until
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from test_hot_reload import SHAPES_APP, SHAPES_HANDLERS
-from test_repl import free_port
 
 
 def texts(cell: Any) -> str:

@@ -14,8 +14,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import Pkg, wait_until
-from test_repl import free_port
+from conftest import Pkg, free_port, wait_until
 
 from replkit import connector as conn
 from replkit.errors import ReplkitError
