@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from replkit.errors import ReplkitError
-from replkit.interceptor import Context, InterceptorError, execute, interceptor
+from replkit.interceptor import Context, InterceptorError, execute, interceptor, terminate_when
 from replkit.server import DEFAULT_SHUTDOWN_GRACE, Connector, ServerError
 
 __all__ = ["AiohttpConnector", "ServerError", "create_connector"]
@@ -77,6 +77,8 @@ class AiohttpConnector(Connector):
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Run the interceptor chain for one request; write the response it produced."""
         context: Context = {**self.initial_context, "request": await _request_map(request)}
+        # Entering stops once a response is set: the HTTP layer's rule, not the chain's.
+        context = terminate_when(context, _responded)
         try:
             context = await execute(context, self.interceptors)
             response = context.get("response")
@@ -124,6 +126,10 @@ class AiohttpConnector(Connector):
             if aclose is not None:
                 await aclose()
         return stream
+
+
+def _responded(context: Context) -> bool:
+    return context.get("response") is not None
 
 
 class _BadResponse(Exception):
