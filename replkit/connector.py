@@ -21,7 +21,6 @@ open is :mod:`replkit.server`'s.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable, Collection
@@ -29,8 +28,7 @@ from typing import Any
 
 from replkit import http
 from replkit.errors import ReplkitError
-from replkit.interceptor import Context, Interceptor, enqueue
-from replkit.routes import RouteError, Router, expand_routes
+from replkit.routes import router
 from replkit.server import Connector, find_server, open_servers
 
 __all__ = [
@@ -46,8 +44,6 @@ __all__ = [
     "with_interceptors",
     "with_routes",
 ]
-
-log = logging.getLogger("replkit.routes")
 
 ConnectorMap = dict[str, Any]
 Address = tuple[str, int]
@@ -102,47 +98,10 @@ def with_routes(connector_map: ConnectorMap, routes: Any) -> ConnectorMap:
     function is called for every request and its table re-expanded whenever it returns a
     new one, as Pedestal's dev mode does with ``#(deref #'routes)``: pass
     ``lambda: routes`` to have a table redefined at the prompt served without a restart.
-    (Saving a file needs neither: the reload builds a new connector.)
+    (Saving a file needs neither: the reload builds a new connector.) See
+    :func:`replkit.routes.router` for what the router does with each request.
     """
-    if callable(routes):
-        source, table = routes, routes()
-    else:
-        source, table = None, routes
-    return with_interceptors(connector_map, _router(table, source))
-
-
-def _router(table: Any, source: Callable[[], Any] | None) -> Interceptor:
-    lock = threading.Lock()
-    state: dict[str, Any] = {"table": table, "router": expand_routes(table)}
-
-    def current_router() -> Router:
-        if source is None:
-            return state["router"]
-        table = source()
-        if table is state["table"]:
-            return state["router"]
-        with lock:
-            if table is not state["table"]:
-                state["table"] = table
-                try:
-                    state["router"] = expand_routes(table)
-                except RouteError as err:
-                    log.error("new routes rejected, still serving the previous ones: %s", err)
-        return state["router"]
-
-    def enter(context: Context) -> Context:
-        request = context["request"]
-        match = current_router().match(request["request_method"], request["uri"])
-        if match is None:
-            return context
-        context = {
-            **context,
-            "request": {**request, "path_params": match.path_params},
-            "route": match.route,
-        }
-        return enqueue(context, *match.route.interceptors)
-
-    return Interceptor(name="replkit.routes/router", enter=enter)
+    return with_interceptors(connector_map, router(routes))
 
 
 # declared address (the connector map's) -> where a session serves it instead

@@ -23,6 +23,7 @@ __all__ = [
     "get_header",
     "log_request",
     "not_found",
+    "plain",
     "query_params",
     "secure_headers",
 ]
@@ -39,6 +40,15 @@ SECURE_HEADERS = {
     "Content-Security-Policy": "object-src 'none'; script-src 'unsafe-inline' 'unsafe-eval' "
     "'strict-dynamic' https: http:;",
 }
+
+
+def plain(status: int, text: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A plain-text response map."""
+    return {
+        "status": status,
+        "headers": {"Content-Type": "text/plain; charset=UTF-8", **(headers or {})},
+        "body": text,
+    }
 
 
 def get_header(response: Mapping[str, Any], name: str) -> Any:
