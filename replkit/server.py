@@ -595,24 +595,29 @@ class _WebServer(web.Server):
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.errors = errors
+        # The open connections, oldest first; aiohttp's own list keeps closed ones until
+        # their handler task ends.
+        self._live: dict[RequestHandler, None] = {}
 
     def __call__(self) -> RequestHandler:
         return _Protocol(self, loop=self._loop, **self._kwargs)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
-        excess = len(self._connections) - self.max_connections
+        self._live[handler] = None
+        excess = len(self._live) - self.max_connections
         if excess <= 0:
             return
-        for other in list(self._connections):
-            if excess <= 0:
-                break
-            if other.transport is None:  # closed, leaving once its handler task ends
-                excess -= 1
-            elif other is not handler and _idle(other):
-                other.force_close()
-                excess -= 1
-        if excess > 0:
+        idle = []
+        for other in self._live:  # oldest first
+            if other is not handler and _idle(other):
+                idle.append(other)
+                if len(idle) == excess:
+                    break
+        for other in idle:
+            del self._live[other]
+            other.force_close()
+        if len(idle) < excess:
             self.errors.log(
                 log,
                 logging.WARNING,
@@ -620,7 +625,12 @@ class _WebServer(web.Server):
                 "%d connections open, every one busy: closing new connections",
                 self.max_connections,
             )
+            del self._live[handler]
             handler.force_close()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self._live.pop(handler, None)
+        super().connection_lost(handler, exc)
 
 
 def _idle(protocol: RequestHandler) -> bool:

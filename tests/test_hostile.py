@@ -176,9 +176,9 @@ def test_ten_thousand_idle_connections_do_not_lock_out_a_normal_client(
         for _ in range(5):
             status, body, took = served.get()
             assert (status, body) == (200, b"ok") and took < 1.0, took
-        closed = sum(closed_by_peer(sock) for sock in idle)
-        assert closed >= 8_000, f"only {closed} idle connections closed by the server"
-        assert served.open_fds() < 1000 + 2 * 4096 + 100
+        # It holds no more than its cap (1000): the rest were closed as newer ones came.
+        wait_until(lambda: served.open_fds() < 1100, timeout=30, what="the cap to hold")
+        assert any(closed_by_peer(sock) for sock in idle)
     finally:
         close_all(idle)
     assert "Traceback" not in served.log()
