@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import subprocess
 import urllib.request
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, app_map, wait_until
+from conftest import ROOT, Process, app_map, replkit_command, served_url, wait_until
 from test_connector import request
 
 from replkit import http
@@ -499,3 +500,20 @@ def test_the_default_interceptors_describe_themselves() -> None:
 def test_with_default_interceptors_checks_its_keys() -> None:
     with pytest.raises(ReplkitError, match="allowed_origins 42: expected"):
         app_map([("/", "get", echo)], allowed_origins=42)
+
+
+def test_replkit_serve_logs_every_response(spawn: Callable[..., Process]) -> None:
+    process = spawn(*replkit_command("serve", "app.sse_demo", "--port", "0", "--no-watch"))
+    url = served_url(process.next_line())
+    assert request(f"{url}/")[0] == 200
+    assert request(f"{url}/nope", "POST")[0] == 404
+    assert request(f"{url}/", "DELETE")[0] == 405
+
+    def access_lines() -> list[str]:
+        return [line for line in process.stderr_lines if "replkit.access" in line]
+
+    lines = wait_until(lambda: len(access_lines()) == 3 and access_lines(), what="3 lines")
+    pattern = (
+        r"INFO replkit\.access: 127\.0\.0\.1 (GET /|POST /nope|DELETE /) (200|404|405) [\d.]+ ms"
+    )
+    assert all(re.fullmatch(pattern, line) for line in lines), lines
