@@ -436,18 +436,14 @@ def _same_origin(request: Mapping[str, Any], origin: str) -> bool:
     if not host:
         return False
     try:
-        theirs, ours = urlsplit(origin), urlsplit(f"{request['scheme']}://{host}")
-        return (
-            theirs.scheme,
-            theirs.hostname,
-            theirs.port or _DEFAULT_PORTS.get(theirs.scheme),
-        ) == (
-            ours.scheme,
-            ours.hostname,
-            ours.port or _DEFAULT_PORTS.get(ours.scheme),
-        )
+        return _origin_key(origin) == _origin_key(f"{request.get('scheme', 'http')}://{host}")
     except ValueError:  # a malformed Origin is simply not ours
         return False
+
+
+def _origin_key(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -698,10 +698,11 @@ class _Protocol(RequestHandler):
         exc = kwargs.get("exc_info")
         if isinstance(exc, HttpProcessingError | RequestPayloadError):
             reason = " ".join(str(getattr(exc, "message", None) or exc).split())
+            # One kind per exception type: the reason quotes what the client sent.
             self._errors.log(
                 log,
                 logging.INFO,
-                (type(exc), reason),
+                type(exc),
                 "bad request from %s: %s",
                 _peer(self),
                 reason,

@@ -165,25 +165,6 @@ def close_all(sockets: list[socket.socket]) -> None:
         sock.close()
 
 
-def test_ten_thousand_idle_connections_do_not_lock_out_a_normal_client(
-    served: Served, many_fds: None
-) -> None:
-    idle = connect_many(served.port, 10_000)
-    try:
-        # The server takes them all in and closes the oldest idle ones past its cap: once it
-        # answers again, it answers every normal request within a second.
-        wait_until(lambda: served.get(timeout=30)[0] == 200, timeout=60, what="an answer")
-        for _ in range(5):
-            status, body, took = served.get()
-            assert (status, body) == (200, b"ok") and took < 1.0, took
-        # It holds no more than its cap (1000): the rest were closed as newer ones came.
-        wait_until(lambda: served.open_fds() < 1100, timeout=30, what="the cap to hold")
-        assert any(closed_by_peer(sock) for sock in idle)
-    finally:
-        close_all(idle)
-    assert "Traceback" not in served.log()
-
-
 class Slowloris:
     """Connections sending a request head one header line at a time, forever."""
 
@@ -215,6 +196,27 @@ class Slowloris:
         self._stop.set()
         self._thread.join(timeout=10)
         close_all(self.sockets)
+
+
+def test_ten_thousand_idle_and_500_slowloris_connections_do_not_lock_out_a_client(
+    served: Served, many_fds: None
+) -> None:
+    idle = connect_many(served.port, 10_000)
+    slow = Slowloris(served.port, 500)
+    try:
+        # The server takes them all in and closes the oldest idle ones past its cap: once it
+        # answers again, it answers every normal request within a second.
+        wait_until(lambda: served.get(timeout=30)[0] == 200, timeout=60, what="an answer")
+        for _ in range(5):
+            status, body, took = served.get()
+            assert (status, body) == (200, b"ok") and took < 1.0, took
+        # It holds no more than its cap (1000): the rest were closed as newer ones came.
+        wait_until(lambda: served.open_fds() < 1100, timeout=30, what="the cap to hold")
+        assert any(closed_by_peer(sock) for sock in idle)
+    finally:
+        slow.close()
+        close_all(idle)
+    assert "Traceback" not in served.log()
 
 
 def test_slowloris_connections_are_closed_after_the_header_timeout(served: Served) -> None:
