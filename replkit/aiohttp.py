@@ -1,27 +1,78 @@
 """Serve a connector map on aiohttp: the analog of Pedestal's ``hk/create-connector``.
 
-:class:`AiohttpConnector` answers each request by running the map's interceptor chain and
-writing the response it leaves in the context. It is a :class:`replkit.server.Connector`:
-``start()``, ``stop()`` and ``take_over()`` come from there, and so does serving from a
-background thread or from the caller's event loop.
+:class:`AiohttpConnector` answers each request by building the request map, running the
+map's interceptor chain over it, and writing the response the chain leaves in the context.
+It is a :class:`replkit.server.Connector`: ``start()``, ``stop()`` and ``take_over()`` come
+from there, and so does serving from a background thread or from the caller's event loop.
+
+The request map (``context["request"]``), as the connector builds it::
+
+    {"request_method": "post",            # lower case
+     "uri": "/users/caf%C3%A9",           # the path as sent, percent-encoded
+     "query_string": "a=1&b=2",           # or None
+     "headers": {"content-type": "application/json", ...},  # lower-case names; repeats
+                                          # joined with ", "
+     "body": <RequestBody>,               # read on demand: await request["body"].read()
+     "scheme": "http", "server_name": "localhost", "server_port": 8890,
+     "remote_addr": "127.0.0.1", "protocol": "HTTP/1.1"}
+
+The response map: ``status`` (an int), ``headers`` (a dict; a list value is sent as one
+header line per value, as two ``Set-Cookie`` need) and ``body``: a str or bytes, ``None``, a
+dict or list (sent as JSON, ``Content-Type: application/json`` unless set), a
+:class:`pathlib.Path` (the file, with ranges, ``ETag`` and conditional requests), or an async
+iterable of str/bytes chunks, written as they come (an event stream). A ``HEAD`` request gets
+the headers only: a streaming body is never iterated.
+
+A request the connector cannot make a map of (a bad ``Host``) is answered 400; a
+:class:`~replkit.http.RequestError` raised in the chain is answered with its status; any
+other exception is a 500 with one log line (a traceback at most once a second per kind).
+The connector map's ``secure_headers`` go on every response it writes, these included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import re
 from collections.abc import AsyncIterable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion11
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from multidict import CIMultiDict
 
+from replkit import http
 from replkit.errors import ReplkitError
-from replkit.interceptor import Context, InterceptorError, execute, interceptor
-from replkit.server import DEFAULT_SHUTDOWN_GRACE, Connector, ServerError
+from replkit.interceptor import Context, InterceptorError, execute, interceptor, terminate_when
+from replkit.server import (
+    ACCESS_LOG,
+    DEFAULT_SHUTDOWN_GRACE,
+    Connector,
+    Limits,
+    LogThrottle,
+    ServerError,
+)
 
-__all__ = ["AiohttpConnector", "ServerError", "create_connector"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "AiohttpConnector",
+    "RequestBody",
+    "ServerError",
+    "create_connector",
+]
 
 log = logging.getLogger("replkit.server")
+
+DEFAULT_MAX_BODY_SIZE = 1024**2
+"""The largest request body read, in bytes (the connector map's ``max_body_size``)."""
+
+_LIMIT_KEYS = ("max_connections", "header_timeout", "keepalive_timeout")
 
 
 def create_connector(
@@ -36,7 +87,8 @@ def create_connector(
 
 
 class AiohttpConnector(Connector):
-    """A connector map made servable: its interceptor chain, host and port."""
+    """A connector map made servable: its interceptor chain, host and port, and the keys
+    documented in :mod:`replkit.connector` (limits, access log, secure headers)."""
 
     def __init__(
         self, connector_map: Mapping[str, Any], options: Mapping[str, Any] | None = None
@@ -53,10 +105,20 @@ class AiohttpConnector(Connector):
             str(connector_map["host"]),
             int(connector_map["port"]),
             shutdown_grace=float((options or {}).get("shutdown_grace", DEFAULT_SHUTDOWN_GRACE)),
+            limits=Limits(
+                **{key: connector_map[key] for key in _LIMIT_KEYS if key in connector_map}
+            ),
+            access_log=_access_log(connector_map.get("access_log", True)),
         )
         self.connector_map = connector_map
         self.interceptors = tuple(interceptor(i) for i in connector_map["interceptors"])
         self.initial_context: Context = dict(connector_map.get("initial_context") or {})
+        self.max_body_size = _max_body_size(connector_map.get("max_body_size"))
+        self.secure_headers: Mapping[str, str | None] | None = connector_map.get("secure_headers")
+        self._secure_names: tuple[str, ...] = ()
+        if self.secure_headers is not None:
+            self._secure_names = tuple(http.secure_header_values(self.secure_headers))
+        self._errors = LogThrottle()
         # The bodies of the streams this connector is writing, by the task writing each.
         self._streams: dict[asyncio.Task[Any], Any] = {}
 
@@ -74,29 +136,71 @@ class AiohttpConnector(Connector):
         """The server is stopping: end every stream this connector is writing."""
         self.close_streams()
 
+    def make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> web.BaseRequest:
+        """aiohttp's request, limited to ``max_body_size``, that gets the secure headers."""
+        return _Request(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            loop,
+            client_max_size=self.max_body_size,
+            connector=self,
+        )
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Run the interceptor chain for one request; write the response it produced."""
-        context: Context = {**self.initial_context, "request": await _request_map(request)}
+        try:
+            request_map = _request_map(request, self)
+        except http.RequestError as err:
+            return await self._write(request, err.response())
+        # Entering stops once a response is set: the HTTP layer's rule, not the chain's.
+        context = terminate_when({**self.initial_context, "request": request_map}, _responded)
         try:
             context = await execute(context, self.interceptors)
             response = context.get("response")
-            if response is None:
-                response = _plain(404, "Not Found")
-            return await self._write(request, response)
+            return await self._write(request, response or http.plain(404, "Not Found"))
         except InterceptorError as err:
-            log.error(
-                "%s %s -> 500: %s", request.method, request.rel_url, err, exc_info=err.exception
-            )
-            return web.Response(status=500, text="Internal Server Error")
+            if isinstance(err.exception, http.RequestError):
+                return await self._write(request, err.exception.response())
+            kind = (err.interceptor, err.stage, type(err.exception))
+            self._log_500(request, kind, err, err.exception)
         except _BadResponse as err:
-            log.error("%s %s -> 500: %s", request.method, request.rel_url, err)
-            return web.Response(status=500, text="Internal Server Error")
+            self._log_500(request, str(err), err, None)
+        return await self._write(request, http.plain(500, "Internal Server Error"))
+
+    def _log_500(
+        self, request: web.BaseRequest, kind: Any, err: Exception, cause: BaseException | None
+    ) -> None:
+        self._errors.log(
+            log,
+            logging.ERROR,
+            kind,
+            "%s %s -> 500: %s",
+            request.method,
+            request.rel_url,
+            err,
+            exc_info=cause,
+        )
 
     async def _write(self, request: web.BaseRequest, response: Any) -> web.StreamResponse:
         status, headers, body = _checked_response(response)
+        if isinstance(body, os.PathLike):
+            return web.FileResponse(body, status=status, headers=headers)
         if not isinstance(body, AsyncIterable):
             return web.Response(status=status, headers=headers, body=body)
         stream = web.StreamResponse(status=status, headers=headers)
+        if request.method == "HEAD":
+            return stream  # headers only: the body is never iterated, its producer never starts
         await stream.prepare(request)
         task = asyncio.current_task()
         assert task is not None
@@ -126,40 +230,124 @@ class AiohttpConnector(Connector):
         return stream
 
 
-class _BadResponse(Exception):
-    pass
+def _responded(context: Context) -> bool:
+    return context.get("response") is not None
 
 
-def _checked_response(response: Any) -> tuple[int, dict[str, str], Any]:
-    if not isinstance(response, Mapping):
-        raise _BadResponse(f"response is {type(response).__name__}, not a dict")
-    status = response.get("status")
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise _BadResponse(f"response status {status!r} is not an int between 100 and 599")
-    headers: dict[str, str] = {}
-    for name, value in (response.get("headers") or {}).items():
-        values = value if isinstance(value, list | tuple) else [value]
-        headers[str(name)] = ", ".join(map(str, values))
-    body = response.get("body")
-    if isinstance(body, str):
-        body = body.encode()
-    elif not (body is None or isinstance(body, bytes | bytearray | AsyncIterable)):
-        raise _BadResponse(
-            f"response body is {type(body).__name__}; expected str, bytes, None "
-            "or an async iterable of chunks"
-        )
-    return status, headers, body
+def _access_log(value: Any) -> logging.Logger | None:
+    if isinstance(value, logging.Logger):
+        return value
+    if isinstance(value, bool) or value is None:
+        return ACCESS_LOG if value else None
+    raise ReplkitError(f"access_log must be True, False or a logging.Logger, got {value!r:.60}")
 
 
-def _plain(status: int, text: str) -> dict[str, Any]:
-    return {
-        "status": status,
-        "headers": {"Content-Type": "text/plain; charset=UTF-8"},
-        "body": text,
-    }
+def _max_body_size(value: Any) -> int:
+    if value is None:
+        return DEFAULT_MAX_BODY_SIZE
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ReplkitError(f"max_body_size must be a positive number of bytes, got {value!r}")
+    return value
 
 
-async def _request_map(request: web.BaseRequest) -> dict[str, Any]:
+class _Request(web.BaseRequest):
+    """aiohttp's request, for a connector whose every response gets its secure headers."""
+
+    ATTRS = web.BaseRequest.ATTRS | frozenset(["_connector"])
+
+    def __init__(self, *args: Any, connector: AiohttpConnector, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connector = connector
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        # aiohttp runs this for every response made for this request, right before its
+        # headers go out (web.Request sends on_response_prepare from here): the chain's, the
+        # connector's own errors, and the 400 aiohttp writes for a request it cannot parse.
+        connector = self._connector
+        if connector.secure_headers is None:
+            return
+        headers = response.headers
+        if all(name in headers for name in connector._secure_names):
+            return
+        for name, value in http.secure_header_values(connector.secure_headers).items():
+            headers.setdefault(name, value)
+
+
+class RequestBody:
+    """``request["body"]``: the request's body, read only when something asks for it.
+
+    ``await body.read()`` returns it whole. Until then nothing is read: a request answered
+    without reading (a 404, a refusal) costs no memory for its body, and a client waiting
+    on ``Expect: 100-continue`` is told to send it only now.
+    """
+
+    def __init__(self, request: web.BaseRequest, limit: int, stall_timeout: float) -> None:
+        self._request = request
+        self.limit = limit
+        self.stall_timeout = stall_timeout
+        self._data: bytes | None = None
+        self._continued = False
+
+    def __repr__(self) -> str:
+        state = "unread" if self._data is None else f"{len(self._data)} bytes"
+        return f"<RequestBody {state}>"
+
+    async def read(self) -> bytes:
+        """The whole body, read once. Raises :class:`~replkit.http.RequestError`: 413 when it
+        is larger than the connector map's ``max_body_size`` (at once when its
+        ``Content-Length`` says so), 400 when it cannot be decoded (bad ``Content-Encoding``,
+        broken chunks), 408 when it stalls for ``header_timeout`` seconds."""
+        if self._data is None:
+            declared = self._request.content_length
+            if declared is not None and declared > self.limit:
+                raise self._too_large()
+            await self._continue()
+            self._data = await self._read_all()
+        return self._data
+
+    def _too_large(self) -> http.RequestError:
+        return http.RequestError(413, f"request body larger than {self.limit} bytes")
+
+    async def _continue(self) -> None:
+        request = self._request
+        expect = request.headers.get("Expect", "").lower()
+        if not self._continued and expect == "100-continue" and request.version == HttpVersion11:
+            self._continued = True
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            # Like aiohttp's own expect handler: the response proper has not started.
+            request.writer.output_size = 0
+
+    async def _read_all(self) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.stall_timeout) as deadline:
+                while chunk := await self._request.content.readany():
+                    size += len(chunk)
+                    if size > self.limit:
+                        raise self._too_large()
+                    chunks.append(chunk)
+                    deadline.reschedule(loop.time() + self.stall_timeout)
+        except TimeoutError:
+            raise http.RequestError(
+                408, f"request body stalled for {self.stall_timeout:g} s"
+            ) from None
+        except RequestPayloadError as err:
+            raise http.RequestError(400, f"malformed request body: {_reason(err)}") from None
+        return b"".join(chunks)
+
+
+def _reason(err: BaseException) -> str:
+    """aiohttp's payload errors read ``400, message:\\n  Can not decode ...``: the last part."""
+    return " ".join(str(err).split("message:", 1)[-1].split())
+
+
+# host or [IPv6], then an optional port: RFC 9110's Host, with no userinfo or path.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s\[\]/@:?#]*)(?::([0-9]{0,5}))?")
+
+
+def _request_map(request: web.BaseRequest, connector: AiohttpConnector) -> dict[str, Any]:
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
         name = name.lower()
@@ -170,10 +358,56 @@ async def _request_map(request: web.BaseRequest) -> dict[str, Any]:
         "uri": request.rel_url.raw_path,
         "query_string": request.rel_url.raw_query_string or None,
         "headers": headers,
-        "body": await request.read(),
+        "body": RequestBody(request, connector.max_body_size, connector.limits.header_timeout),
         "scheme": request.scheme,
-        "server_name": request.url.host,
+        "server_name": _server_name(headers.get("host"), sockname),
         "server_port": sockname[1] if sockname else None,
         "remote_addr": request.remote,
         "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
     }
+
+
+def _server_name(host: str | None, sockname: Any) -> str | None:
+    if host is None:
+        return str(sockname[0]) if sockname else None
+    match = _HOST.fullmatch(host)
+    if match is None or (match[2] and int(match[2]) > 65535):
+        raise http.RequestError(400, f"bad Host header {host[:100]!r}")
+    return match[1].strip("[]")
+
+
+class _BadResponse(Exception):
+    pass
+
+
+def _checked_response(response: Any) -> tuple[int, CIMultiDict[str], Any]:
+    if not isinstance(response, Mapping):
+        raise _BadResponse(f"response is {type(response).__name__}, not a dict")
+    status = response.get("status")
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise _BadResponse(f"response status {status!r} is not an int between 100 and 599")
+    given = response.get("headers") or {}
+    if not isinstance(given, Mapping):
+        raise _BadResponse(f"response headers are {type(given).__name__}, not a dict")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in given.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            text = str(item)
+            if not isinstance(name, str) or any(c in f"{name}{text}" for c in "\r\n\0"):
+                raise _BadResponse(f"response header {name!r}: {text!r:.60} has CR, LF or NUL")
+            headers.add(name, text)
+    body = response.get("body")
+    if isinstance(body, str):
+        body = body.encode()
+    elif isinstance(body, dict | list):
+        try:
+            body = json.dumps(body, ensure_ascii=False).encode()
+        except (TypeError, ValueError, RecursionError) as err:
+            raise _BadResponse(f"response body is not JSON-serializable: {err}") from None
+        headers.setdefault("Content-Type", "application/json")
+    elif not (body is None or isinstance(body, bytes | bytearray | AsyncIterable | os.PathLike)):
+        raise _BadResponse(
+            f"response body is {type(body).__name__}; expected str, bytes, dict, list, None, "
+            "a pathlib.Path or an async iterable of chunks"
+        )
+    return status, headers, body

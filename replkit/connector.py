@@ -10,6 +10,23 @@ connector that :func:`start` and :func:`stop` control::
     connector_map = with_routes(connector_map, routes)
     connector = start(aiohttp.create_connector(connector_map, None))
 
+The keys a map may have, besides ``host``, ``port``, ``interceptors`` and
+``initial_context`` (the context every request starts from):
+
+- ``allowed_origins``: CORS, read by :func:`with_default_interceptors` (see
+  :func:`replkit.http.allow_origin`): ``"*"``, a list of origins, a predicate, or a map
+  with ``creds``, ``max_age`` and ``allowed_headers``.
+- ``secure_headers``: overrides of :data:`replkit.http.SECURE_HEADERS` (``None`` drops a
+  header), e.g. ``{"Content-Security-Policy": http.PEDESTAL_CSP}``.
+  :func:`with_default_interceptors` sets it (``{}`` when absent); with it the connector adds
+  the secure headers to every response it writes, errors and refusals included.
+- ``max_body_size``: the largest request body read, in bytes (default 1 MiB; over it: 413).
+- ``access_log``: ``True`` (default: one line per response on ``replkit.access`` at INFO,
+  ``127.0.0.1 GET /path 200 1.2 ms``), ``False``, or a :class:`logging.Logger`.
+- ``max_connections`` (default 1000), ``header_timeout`` (10 s) and ``keepalive_timeout``
+  (15 s): the server's protections against clients that hold connections (see
+  :class:`replkit.server.Limits`); read when the server starts listening.
+
 :func:`start`, :func:`stop` and :func:`restart` are made for a REPL: starting what already
 runs, or stopping what is stopped, prints one line instead of failing, and ``restart``
 hands the listening socket to the new connector so no request is ever refused.
@@ -21,16 +38,13 @@ open is :mod:`replkit.server`'s.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-from collections.abc import Callable, Collection
 from typing import Any
 
 from replkit import http
 from replkit.errors import ReplkitError
-from replkit.interceptor import Context, Interceptor, enqueue
-from replkit.routes import RouteError, Router, expand_routes
+from replkit.routes import router
 from replkit.server import Connector, find_server, open_servers
 
 __all__ = [
@@ -46,8 +60,6 @@ __all__ = [
     "with_interceptors",
     "with_routes",
 ]
-
-log = logging.getLogger("replkit.routes")
 
 ConnectorMap = dict[str, Any]
 Address = tuple[str, int]
@@ -81,17 +93,22 @@ def with_interceptors(connector_map: ConnectorMap, *interceptors: Any) -> Connec
 
 def with_default_interceptors(connector_map: ConnectorMap) -> ConnectorMap:
     """Add request logging, CORS (when ``allowed_origins`` is set), not-found, content type,
-    query params, body params and secure headers, in Pedestal's order."""
-    origins: Collection[str] | Callable[[str], bool] | None = connector_map.get("allowed_origins")
+    query params, body params and secure headers, in Pedestal's order (see
+    :mod:`replkit.http`); ``secure_headers`` is set to ``{}`` when the map has none.
+
+    Raises :class:`ReplkitError` for a malformed ``allowed_origins`` or ``secure_headers``.
+    """
+    origins = connector_map.get("allowed_origins")
+    overrides = connector_map.get("secure_headers") or {}
     return with_interceptors(
-        connector_map,
+        {**connector_map, "secure_headers": overrides},
         http.log_request,
         *([http.allow_origin(origins)] if origins is not None else []),
         http.not_found,
         http.content_type,
         http.query_params,
         http.body_params,
-        http.secure_headers,
+        http.make_secure_headers(overrides) if overrides else http.secure_headers,
     )
 
 
@@ -102,47 +119,10 @@ def with_routes(connector_map: ConnectorMap, routes: Any) -> ConnectorMap:
     function is called for every request and its table re-expanded whenever it returns a
     new one, as Pedestal's dev mode does with ``#(deref #'routes)``: pass
     ``lambda: routes`` to have a table redefined at the prompt served without a restart.
-    (Saving a file needs neither: the reload builds a new connector.)
+    (Saving a file needs neither: the reload builds a new connector.) See
+    :func:`replkit.routes.router` for what the router does with each request.
     """
-    if callable(routes):
-        source, table = routes, routes()
-    else:
-        source, table = None, routes
-    return with_interceptors(connector_map, _router(table, source))
-
-
-def _router(table: Any, source: Callable[[], Any] | None) -> Interceptor:
-    lock = threading.Lock()
-    state: dict[str, Any] = {"table": table, "router": expand_routes(table)}
-
-    def current_router() -> Router:
-        if source is None:
-            return state["router"]
-        table = source()
-        if table is state["table"]:
-            return state["router"]
-        with lock:
-            if table is not state["table"]:
-                state["table"] = table
-                try:
-                    state["router"] = expand_routes(table)
-                except RouteError as err:
-                    log.error("new routes rejected, still serving the previous ones: %s", err)
-        return state["router"]
-
-    def enter(context: Context) -> Context:
-        request = context["request"]
-        match = current_router().match(request["request_method"], request["uri"])
-        if match is None:
-            return context
-        context = {
-            **context,
-            "request": {**request, "path_params": match.path_params},
-            "route": match.route,
-        }
-        return enqueue(context, *match.route.interceptors)
-
-    return Interceptor(name="replkit.routes/router", enter=enter)
+    return with_interceptors(connector_map, router(routes))
 
 
 # declared address (the connector map's) -> where a session serves it instead

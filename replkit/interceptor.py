@@ -1,25 +1,31 @@
 """Interceptors and the chain that runs them, after Pedestal's ``interceptor.chain``.
 
 An interceptor is a name plus up to three functions of the *context*, a plain dict that
-carries at least ``"request"`` and, once some interceptor has answered, ``"response"``:
+the chain threads through them:
 
 - ``enter(context) -> context`` runs on the way in, in queue order;
 - ``leave(context) -> context`` runs on the way out, in reverse order;
 - ``error(context, exc) -> context`` runs while unwinding after an exception; returning a
   context means "handled" and the chain resumes its leave stage, raising means "not mine".
 
-Any of them may be ``async def``. Entering stops as soon as the context holds a response
-(or after :func:`terminate`); :func:`enqueue` adds interceptors to the part still to run.
+Any of them may be ``async def``. The chain knows nothing about HTTP: entering stops when
+the queue is empty or missing (:func:`terminate`), or when a predicate added with
+:func:`terminate_when` holds after an ``enter``; :func:`enqueue` adds interceptors to the
+part still to run. Its bookkeeping lives in the context under ``replkit.interceptor/...``
+keys; an interceptor that returns a fresh dict without them just ends the enter stage.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "QUEUE",
+    "SUPPRESSED",
+    "TERMINATORS",
     "Context",
     "Interceptor",
     "InterceptorError",
@@ -28,6 +34,7 @@ __all__ = [
     "handler",
     "interceptor",
     "terminate",
+    "terminate_when",
 ]
 
 Context = dict[str, Any]
@@ -37,17 +44,32 @@ ContextFn = Callable[[Context], Context | Awaitable[Context]]
 ErrorFn = Callable[[Context, "InterceptorError"], Context | Awaitable[Context]]
 
 QUEUE = "replkit.interceptor/queue"
-STACK = "replkit.interceptor/stack"
+"""Context key: the interceptors still to enter (see :func:`enqueue`, :func:`terminate`)."""
+
+TERMINATORS = "replkit.interceptor/terminators"
+"""Context key: predicates that end the enter stage (see :func:`terminate_when`)."""
+
+SUPPRESSED = "replkit.interceptor/suppressed"
+"""Context key: errors an ``error`` function replaced by raising a new one, oldest first."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Interceptor:
-    """A named bundle of ``enter``, ``leave`` and ``error`` functions, each optional."""
+    """A named bundle of ``enter``, ``leave`` and ``error`` functions, each optional.
+
+    ``doc`` describes what it does; ``help(an_interceptor)`` shows it.
+    """
 
     name: str | None = None
     enter: ContextFn | None = None
     leave: ContextFn | None = None
     error: ErrorFn | None = None
+    doc: str | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.doc:
+            # An instance's own __doc__ is what help() and pydoc show for it.
+            object.__setattr__(self, "__doc__", inspect.cleandoc(self.doc))
 
     def __repr__(self) -> str:
         stages = [s for s in ("enter", "leave", "error") if getattr(self, s) is not None]
@@ -59,6 +81,9 @@ class InterceptorError(Exception):
 
     ``exception`` is the original exception (also chained as ``__cause__``), ``interceptor``
     the name of the interceptor and ``stage`` one of ``"enter"``, ``"leave"``, ``"error"``.
+    When an ``error`` function raised it while handling an earlier error, that earlier
+    :class:`InterceptorError` is its ``__context__`` and is listed in the context under
+    :data:`SUPPRESSED`.
     """
 
     def __init__(self, exception: BaseException, interceptor: str | None, stage: str) -> None:
@@ -95,23 +120,24 @@ def handler(fn: Callable[[Any], Any]) -> Interceptor:
             )
         return {**context, "response": dict(response)}
 
-    return Interceptor(name=name, enter=enter)
+    return Interceptor(name=name, enter=enter, doc=inspect.getdoc(fn))
 
 
 def interceptor(value: Interceptor | Mapping[str, Any] | Callable[..., Any]) -> Interceptor:
     """Coerce ``value`` into an :class:`Interceptor`.
 
     Accepts an interceptor (returned as is), a mapping with ``name``/``enter``/``leave``/
-    ``error`` keys, or a plain function, which is taken to be a handler (see :func:`handler`).
+    ``error``/``doc`` keys, or a plain function, which is taken to be a handler (see
+    :func:`handler`).
     """
     if isinstance(value, Interceptor):
         return value
     if isinstance(value, Mapping):
-        unknown = set(value) - {"name", "enter", "leave", "error"}
+        unknown = set(value) - {"name", "enter", "leave", "error", "doc"}
         if unknown:
             raise ValueError(
                 f"interceptor map has unknown keys {sorted(unknown)}; "
-                "allowed keys are name, enter, leave, error"
+                "allowed keys are name, enter, leave, error, doc"
             )
         for stage in ("enter", "leave", "error"):
             if value.get(stage) is not None and not callable(value[stage]):
@@ -122,6 +148,7 @@ def interceptor(value: Interceptor | Mapping[str, Any] | Callable[..., Any]) -> 
             enter=value.get("enter"),
             leave=value.get("leave"),
             error=value.get("error"),
+            doc=value.get("doc"),
         )
     if callable(value):
         return handler(value)
@@ -133,13 +160,23 @@ def interceptor(value: Interceptor | Mapping[str, Any] | Callable[..., Any]) -> 
 
 def enqueue(context: Context, *interceptors: Any) -> Context:
     """Return ``context`` with ``interceptors`` appended to the ones still to enter."""
-    queue = [*context.get(QUEUE, ()), *(interceptor(i) for i in interceptors)]
+    queue = [*(context.get(QUEUE) or ()), *(interceptor(i) for i in interceptors)]
     return {**context, QUEUE: queue}
 
 
 def terminate(context: Context) -> Context:
     """Return ``context`` with nothing left to enter: the leave stage starts next."""
-    return {**context, QUEUE: []}
+    return {key: value for key, value in context.items() if key != QUEUE}
+
+
+def terminate_when(context: Context, predicate: Callable[[Context], Any]) -> Context:
+    """Return ``context`` with ``predicate`` added to the conditions that end the enter stage.
+
+    The chain calls each predicate on the context after every ``enter`` function; the first
+    true one ends entering there, as :func:`terminate` would. The HTTP connector adds "a
+    response is set" this way.
+    """
+    return {**context, TERMINATORS: [*(context.get(TERMINATORS) or ()), predicate]}
 
 
 async def execute(context: Context, interceptors: Iterable[Any] = ()) -> Context:
@@ -149,47 +186,67 @@ async def execute(context: Context, interceptors: Iterable[Any] = ()) -> Context
     ``error`` function handles is raised as an :class:`InterceptorError`.
     """
     context = enqueue(context, *interceptors)
-    context, error = await _enter_all(context)
-    context.pop(QUEUE, None)
-    context, error = await _leave_all(context, error)
-    context.pop(STACK, None)
+    stack: list[Interceptor] = []
+    context, error = await _enter_all(context, stack)
+    context, error = await _leave_all(context, stack, error)
     if error is not None:
         raise error
     return context
 
 
-async def _enter_all(context: Context) -> tuple[Context, InterceptorError | None]:
-    stack: list[Interceptor] = []
-    while context[QUEUE] and context.get("response") is None:
-        current, *rest = context[QUEUE]
-        context = {**context, QUEUE: rest}
+async def _enter_all(
+    context: Context, stack: list[Interceptor]
+) -> tuple[Context, InterceptorError | None]:
+    while queue := context.get(QUEUE):
+        current = queue[0]
+        context = {**context, QUEUE: queue[1:]}
         stack.append(current)
         if current.enter is None:
             continue
         try:
             context = _checked(await _call(current.enter, context), current, "enter")
+            if any(predicate(context) for predicate in context.get(TERMINATORS) or ()):
+                break
         except Exception as exc:
-            return {**context, STACK: stack}, _wrap(exc, current, "enter")
-    return {**context, STACK: stack}, None
+            return terminate(context), _wrap(exc, current, "enter")
+    return terminate(context), None
 
 
 async def _leave_all(
-    context: Context, error: InterceptorError | None
+    context: Context, stack: list[Interceptor], error: InterceptorError | None
 ) -> tuple[Context, InterceptorError | None]:
-    stack: list[Interceptor] = context[STACK]
     while stack:
         current = stack.pop()
-        stage = "error" if error is not None else "leave"
-        fn = current.error if error is not None else current.leave
-        if fn is None:
+        if error is None:
+            if current.leave is None:
+                continue
+            try:
+                context = _checked(await _call(current.leave, context), current, "leave")
+            except Exception as exc:
+                error = _wrap(exc, current, "leave")
+            continue
+        if current.error is None:
             continue
         try:
-            args = (context, error) if error is not None else (context,)
-            context = _checked(await _call(fn, *args), current, stage)
+            context = _checked(await _call(current.error, context, error), current, "error")
             error = None
         except Exception as exc:
-            error = exc if isinstance(exc, InterceptorError) else _wrap(exc, current, stage)
+            # Raising the error it was given (or what it wraps) means "not mine".
+            if exc is not error and exc is not error.exception:
+                context, error = _replaced(context, error, _wrap(exc, current, "error"))
     return context, error
+
+
+def _replaced(
+    context: Context, original: InterceptorError, new: InterceptorError
+) -> tuple[Context, InterceptorError]:
+    """An error function raised ``new`` while handling ``original``: keep both, as Python
+    does for an exception raised in an ``except`` block (Pedestal keeps it as suppressed)."""
+    if new.__context__ is None:
+        new.__context__ = original
+    if new.exception.__context__ is None:
+        new.exception.__context__ = original
+    return {**context, SUPPRESSED: [*(context.get(SUPPRESSED) or ()), original]}, new
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:

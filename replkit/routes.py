@@ -11,14 +11,19 @@ set, as in the guide, when every row is hashable, a list when a row holds a list
     ]
 
 Options are a route name (a str) and/or a dict with ``route_name`` and ``constraints``.
-``:param`` matches one segment, ``*wildcard`` the rest of the path. A literal segment beats
-a parameter, which beats a wildcard. Everything is checked by :func:`expand_routes`: a bad
-row or two rows that would match the same requests raise :class:`RouteError` naming them.
+``:param`` matches one segment, ``*wildcard`` the rest of the path; both are percent-decoded,
+and a wildcard never matches a path with a ``..`` segment, raw or encoded. A literal segment
+beats a parameter, which beats a wildcard. Everything is checked by :func:`expand_routes`: a
+bad row or two rows that would match the same requests raise :class:`RouteError` naming them.
+
+:func:`router` makes the interceptor that routes each request (``with_routes`` appends it).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,9 +31,12 @@ from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from replkit.errors import ReplkitError
-from replkit.interceptor import Interceptor, interceptor
+from replkit.http import plain
+from replkit.interceptor import Context, Interceptor, enqueue, interceptor
 
-__all__ = ["Match", "Route", "RouteError", "Router", "expand_routes"]
+__all__ = ["Match", "Route", "RouteError", "Router", "expand_routes", "router"]
+
+log = logging.getLogger("replkit.routes")
 
 VERBS = ("get", "post", "put", "delete", "patch", "head", "options", "any")
 
@@ -62,7 +70,10 @@ class Route:
         params: dict[str, str] = {}
         for i, segment in enumerate(self.segments):
             if segment[:1] == "*":
-                params[segment[1:]] = unquote("/".join(parts[i:]))
+                rest = unquote("/".join(parts[i:]))
+                if ".." in rest.split("/"):
+                    return None
+                params[segment[1:]] = rest
                 break
             if i >= len(parts):
                 return None
@@ -115,6 +126,19 @@ class Router:
                     return Match(route, params)
         return None
 
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods some route answers at ``path``, upper case, as an ``Allow`` header
+        lists them: HEAD wherever GET is, OPTIONS wherever anything is; ``[]`` for none."""
+        parts = path.split("?", 1)[0][1:].split("/")
+        methods = {r.method for r in self.routes if r.match_segments(parts) is not None}
+        if "any" in methods:
+            methods.update(VERBS)
+        if "get" in methods:
+            methods.add("head")
+        if methods:
+            methods.add("options")
+        return [verb.upper() for verb in VERBS if verb in methods and verb != "any"]
+
     def url_for(
         self,
         route_name: str,
@@ -143,6 +167,58 @@ class Router:
                 parts.append(quote(segment, safe=""))
         url = "/" + "/".join(parts)
         return f"{url}?{urlencode(query_params, doseq=True)}" if query_params else url
+
+
+def router(routes: Any) -> Interceptor:
+    """The interceptor that routes each request through ``routes``: a route table, or a
+    function returning one (called for every request, its table re-expanded whenever it
+    returns a new one, as Pedestal's dev mode does; a bad new table is logged and the
+    previous one kept).
+
+    On a match it adds ``path_params`` to the request, the :class:`Route` to the context
+    under ``"route"``, and enqueues the route's interceptors. Otherwise ``"route"`` is
+    ``None`` and, when the path has routes for other methods, it answers: ``OPTIONS`` with
+    204 and ``Allow``, any other method with 405 and ``Allow``. Nothing at that path: it
+    leaves the response to ``not_found``.
+    """
+    source, table = (routes, routes()) if callable(routes) else (None, routes)
+    lock = threading.Lock()
+    state: dict[str, Any] = {"table": table, "router": expand_routes(table)}
+
+    def current_router() -> Router:
+        if source is None:
+            return state["router"]
+        table = source()
+        if table is state["table"]:
+            return state["router"]
+        with lock:
+            if table is not state["table"]:
+                state["table"] = table
+                try:
+                    state["router"] = expand_routes(table)
+                except RouteError as err:
+                    log.error("new routes rejected, still serving the previous ones: %s", err)
+        return state["router"]
+
+    def enter(context: Context) -> Context:
+        request = context["request"]
+        routing = current_router()
+        found = routing.match(request["request_method"], request["uri"])
+        if found is not None:
+            request = {**request, "path_params": found.path_params}
+            context = {**context, "request": request, "route": found.route}
+            return enqueue(context, *found.route.interceptors)
+        allowed = routing.allowed_methods(request["uri"])
+        if not allowed:
+            return {**context, "route": None}
+        allow = {"Allow": ", ".join(allowed)}
+        if request["request_method"] == "options":
+            response: dict[str, Any] = {"status": 204, "headers": allow}
+        else:
+            response = plain(405, "Method Not Allowed", allow)
+        return {**context, "route": None, "response": response}
+
+    return Interceptor(name="replkit.routes/router", enter=enter, doc=router.__doc__)
 
 
 def expand_routes(table: Any) -> Router:

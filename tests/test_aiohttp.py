@@ -8,7 +8,7 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
-from http.client import IncompleteRead
+from http.client import HTTPConnection, IncompleteRead
 from typing import Any
 
 import aiohttp
@@ -18,7 +18,7 @@ from conftest import Hammer, server_threads, wait_until
 from replkit import http
 from replkit.aiohttp import AiohttpConnector, ServerError, create_connector
 from replkit.errors import ReplkitError
-from replkit.interceptor import Interceptor
+from replkit.interceptor import Interceptor, InterceptorError
 from replkit.sse import EventChannel, start_stream
 
 
@@ -96,8 +96,8 @@ def test_the_map_must_be_complete() -> None:
 def test_the_request_map(serve: Callable[..., AiohttpConnector]) -> None:
     seen: dict[str, Any] = {}
 
-    def enter(ctx: dict[str, Any]) -> dict[str, Any]:
-        seen.update(ctx["request"])
+    async def enter(ctx: dict[str, Any]) -> dict[str, Any]:
+        seen.update(ctx["request"], body=await ctx["request"]["body"].read())
         return {**ctx, "response": {"status": 204}}
 
     connector = serve(plain_map(Interceptor("capture", enter=enter)))
@@ -117,6 +117,7 @@ def test_the_request_map(serve: Callable[..., AiohttpConnector]) -> None:
     assert seen["server_port"] == connector.bound_port
     assert seen["protocol"] == "HTTP/1.1"
     assert seen["scheme"] == "http"
+    assert seen["server_name"] == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -125,7 +126,12 @@ def test_the_request_map(serve: Callable[..., AiohttpConnector]) -> None:
         ("not a dict", "response is str, not a dict"),
         ({"status": "200"}, "response status '200' is not an int between 100 and 599"),
         ({"status": 700}, "response status 700 is not an int"),
-        ({"status": 200, "body": {"json": True}}, "response body is dict; expected str, bytes"),
+        ({"status": 200, "body": {1, 2}}, "response body is set; expected str, bytes, dict"),
+        (
+            {"status": 200, "body": {"when": object()}},
+            "response body is not JSON-serializable: Object of type object",
+        ),
+        ({"status": 200, "headers": [("a", "b")]}, "response headers are list, not a dict"),
     ],
 )
 def test_a_malformed_response_is_a_500_and_one_log_line(
@@ -266,3 +272,69 @@ def test_take_over_of_a_stopped_connector_just_starts(
         assert get(new.url) == (200, b"new")
     finally:
         new.stop()
+
+
+def test_the_same_failure_is_logged_once_a_second_with_a_count(
+    serve: Callable[..., AiohttpConnector], caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(ctx: dict[str, Any]) -> dict[str, Any]:
+        raise KeyError("no such thing")
+
+    connector = serve(plain_map(Interceptor("exploder", enter=explode)))
+    with caplog.at_level(logging.ERROR, logger="replkit.server"):
+        for _ in range(20):
+            assert get(f"{connector.url}/boom")[0] == 500
+        wait_until(lambda: len(caplog.records) == 2, what="the summary line")
+    first, summary = caplog.records
+    assert first.exc_info is not None
+    assert summary.getMessage() == (
+        "GET /boom -> 500: KeyError in interceptor exploder during enter: 'no such thing' "
+        "(and 19 more like this in 1 s)"
+    )
+    assert summary.exc_info is None
+
+
+def test_an_error_in_an_error_function_logs_both(
+    serve: Callable[..., AiohttpConnector], caplog: pytest.LogCaptureFixture
+) -> None:
+    def first(ctx: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("first")
+
+    def second(ctx: dict[str, Any], err: InterceptorError) -> dict[str, Any]:
+        raise RuntimeError("second")
+
+    connector = serve(plain_map(Interceptor("handler", error=second), Interceptor("x", first)))
+    with caplog.at_level(logging.ERROR, logger="replkit.server"):
+        assert get(connector.url)[0] == 500
+    (record,) = caplog.records
+    assert "RuntimeError in interceptor handler during error: second" in record.getMessage()
+    assert record.exc_info is not None
+    assert "ValueError in interceptor x during enter: first" in str(record.exc_info[1].__context__)
+    assert "During handling of the above exception" in caplog.text
+
+
+def test_head_sends_a_streams_headers_only_and_never_starts_it(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    started: list[str] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        started.append("iterated")
+        yield b"data: 1\n\n"
+
+    def enter(ctx: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Content-Type": "text/event-stream"}
+        return {**ctx, "response": {"status": 200, "headers": headers, "body": chunks()}}
+
+    connector = serve(plain_map(Interceptor("stream", enter=enter)))
+    connection = HTTPConnection("127.0.0.1", connector.bound_port, timeout=5)
+    try:
+        connection.request("HEAD", "/")
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"")
+        assert response.headers["Content-Type"] == "text/event-stream"
+        connection.request("GET", "/")  # the same connection, framed correctly
+        assert connection.getresponse().read() == b"data: 1\n\n"
+    finally:
+        connection.close()
+    assert started == ["iterated"]  # once: by the GET

@@ -56,7 +56,8 @@ def test_default_connector_map(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_with_functions_return_new_maps() -> None:
     base = conn.default_connector_map(0)
     with_defaults = conn.with_default_interceptors(base)
-    assert base["interceptors"] == []
+    assert base["interceptors"] == [] and "secure_headers" not in base
+    assert with_defaults["secure_headers"] == {}  # the connector's cue to add them everywhere
     names = [i.name for i in with_defaults["interceptors"]]
     assert names == [
         "replkit.http/log-request",
@@ -115,20 +116,6 @@ def test_default_interceptors_over_http(serve: Callable[..., AiohttpConnector]) 
     assert request(f"{connector.url}/page.html")[1]["Content-Type"] == "text/html; charset=UTF-8"
     status, headers, body = request(f"{connector.url}/missing")
     assert (status, body) == (404, b"Not Found")
-
-
-def test_cors_when_allowed_origins_is_set(serve: Callable[..., AiohttpConnector]) -> None:
-    connector = serve({("/", "get", echo)}, allowed_origins=["http://ok.test"])
-    _, headers, _ = request(connector.url, headers={"Origin": "http://ok.test"})
-    assert headers["Access-Control-Allow-Origin"] == "http://ok.test"
-    assert request(connector.url, headers={"Origin": "http://evil.test"})[0] == 403
-    status, headers, _ = request(
-        connector.url,
-        "OPTIONS",
-        headers={"Origin": "http://ok.test", "Access-Control-Request-Headers": "x-a"},
-    )
-    assert status == 200 and headers["Access-Control-Allow-Headers"] == "x-a"
-    assert "Access-Control-Allow-Origin" not in request(connector.url)[1]
 
 
 # --- routes that change while serving ---------------------------------------------------

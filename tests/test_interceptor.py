@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pydoc
 from typing import Any
 
 import pytest
 
 from replkit.interceptor import (
+    QUEUE,
+    SUPPRESSED,
+    TERMINATORS,
     Interceptor,
     InterceptorError,
     enqueue,
@@ -14,6 +18,7 @@ from replkit.interceptor import (
     handler,
     interceptor,
     terminate,
+    terminate_when,
 )
 
 
@@ -51,15 +56,40 @@ async def test_enter_in_order_leave_in_reverse() -> None:
     assert set(result) == {"request"}  # the chain's bookkeeping does not leak
 
 
-async def test_a_response_stops_entering() -> None:
+async def test_terminate_when_stops_entering_after_the_enter_that_satisfies_it() -> None:
     log: list[str] = []
     answer = lambda ctx: {**ctx, "response": {"status": 200}}  # noqa: E731
-    result = await execute(
-        {"request": {}},
-        [recording(log, "a"), recording(log, "b", enter=answer), recording(log, "c")],
-    )
+    chain = [recording(log, "a"), recording(log, "b", enter=answer), recording(log, "c")]
+    responded = lambda ctx: "response" in ctx  # noqa: E731
+    result = await execute(terminate_when({"request": {}}, responded), chain)
     assert log == ["enter a", "enter b", "leave b", "leave a"]
     assert result["response"] == {"status": 200}
+    assert result[TERMINATORS] == [responded] and QUEUE not in result
+
+
+async def test_the_chain_knows_nothing_of_responses() -> None:
+    log: list[str] = []
+    answer = lambda ctx: {**ctx, "response": {"status": 200}}  # noqa: E731
+    chain = [recording(log, "a", enter=answer), recording(log, "b")]
+    await execute({"request": {}}, chain)  # no terminator: a response is just a key
+    assert log == ["enter a", "enter b", "leave b", "leave a"]
+
+
+async def test_a_terminator_that_raises_is_the_interceptors_error() -> None:
+    def broken(ctx: dict[str, Any]) -> bool:
+        raise ValueError("predicate broke")
+
+    with pytest.raises(InterceptorError) as info:
+        await execute(terminate_when({}, broken), [Interceptor("first", enter=lambda c: c)])
+    assert (info.value.interceptor, info.value.stage) == ("first", "enter")
+
+
+async def test_a_fresh_context_without_the_queue_ends_the_enter_stage() -> None:
+    log: list[str] = []
+    fresh = recording(log, "fresh", enter=lambda ctx: {"request": ctx["request"], "mine": 1})
+    result = await execute({"request": {}}, [recording(log, "a"), fresh, recording(log, "b")])
+    assert log == ["enter a", "enter fresh", "leave fresh", "leave a"]
+    assert result == {"request": {}, "mine": 1}
 
 
 async def test_terminate_and_enqueue() -> None:
@@ -194,6 +224,38 @@ async def test_reraising_passes_the_same_error_and_a_new_one_replaces_it() -> No
     )
 
 
+async def test_an_error_raised_while_handling_an_error_keeps_the_original() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handled(ctx: dict[str, Any], err: InterceptorError) -> dict[str, Any]:
+        seen.append(ctx)
+        return {**ctx, "response": {"status": 500}}
+
+    boom = Interceptor("boom", enter=raising(ValueError("first")))
+    replacer = Interceptor("replacer", error=raising(RuntimeError("second")))
+    with pytest.raises(InterceptorError) as info:
+        await execute({"request": {}}, [replacer, boom])
+    original = info.value.__context__
+    assert isinstance(original, InterceptorError)
+    assert (original.interceptor, str(original.exception)) == ("boom", "first")
+    assert info.value.exception.__context__ is original  # shown in the traceback
+
+    result = await execute({"request": {}}, [Interceptor("outer", error=handled), replacer, boom])
+    (suppressed,) = result[SUPPRESSED]
+    assert suppressed.interceptor == "boom" and seen[0][SUPPRESSED] == [suppressed]
+
+
+async def test_raising_what_the_error_wraps_passes_the_same_error_on() -> None:
+    def unwrap(ctx: dict[str, Any], err: InterceptorError) -> dict[str, Any]:
+        raise err.exception
+
+    boom = Interceptor("boom", enter=raising(KeyError("k")))
+    unwrapping = Interceptor("unwrapping", error=unwrap)
+    with pytest.raises(InterceptorError) as info:
+        await execute({"request": {}}, [unwrapping, boom])
+    assert info.value.interceptor == "boom" and info.value.__context__ is None
+
+
 async def test_an_error_in_leave_unwinds_through_the_outer_error_functions() -> None:
     log: list[str] = []
     bad_leave = Interceptor("bad-leave", leave=raising(OSError("disk")))
@@ -211,7 +273,8 @@ def test_coercion() -> None:
     made = interceptor({"name": "m", "leave": lambda ctx: ctx})
     assert (made.name, made.enter, made.leave is not None) == ("m", None, True)
     with pytest.raises(
-        ValueError, match=r"unknown keys \['enterr'\]; allowed keys are name, enter, leave, error"
+        ValueError,
+        match=r"unknown keys \['enterr'\]; allowed keys are name, enter, leave, error, doc",
     ):
         interceptor({"name": "typo", "enterr": lambda ctx: ctx})
     with pytest.raises(TypeError, match="interceptor 'n': enter is not callable"):
@@ -228,3 +291,15 @@ async def test_a_deep_chain() -> None:
         [Interceptor(f"i{i}", enter=count, leave=count) for i in range(2000)],
     )
     assert result["n"] == 4000
+
+
+def test_help_shows_what_an_interceptor_does() -> None:
+    def show_user(request: dict[str, Any]) -> dict[str, Any]:
+        """Shows one user."""
+        return {"status": 200}
+
+    described = interceptor({"name": "auth", "enter": lambda c: c, "doc": "Checks the token."})
+    assert "Checks the token." in pydoc.render_doc(described)
+    assert "Shows one user." in pydoc.render_doc(interceptor(show_user))
+    assert "Checks the token." not in pydoc.render_doc(Interceptor("plain"))
+    assert described == Interceptor("auth", described.enter)  # the doc is not identity

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from replkit.interceptor import Interceptor
-from replkit.routes import RouteError, expand_routes
+from replkit.interceptor import Interceptor, execute
+from replkit.routes import RouteError, expand_routes, router
 
 
 def home_page(request: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +56,11 @@ def match(method: str, path: str) -> tuple[str, dict[str, str]] | None:
         ("get", "/files/", ("files", {"path": ""})),
         ("get", "/files", ("files", {"path": ""})),
         ("get", "/files/caf%C3%A9%20au%2Flait", ("files", {"path": "café au/lait"})),
+        ("get", "/files/a/../../etc/passwd", None),  # a wildcard never yields a '..'
+        ("get", "/files/..%2f..%2fetc%2fhostname", None),
+        ("get", "/files/%2e%2e/x", None),
+        ("get", "/files/.%2E", None),
+        ("get", "/files/a..b/..c", ("files", {"path": "a..b/..c"})),
         ("head", "/counter", ("sse-demo/counter", {})),  # HEAD falls back to GET
         ("post", "/counter", None),
         ("delete", "/any", (f"{HERE}/async_handler", {})),
@@ -192,3 +197,43 @@ def test_a_bad_table_names_the_route(table: Any, message: str) -> None:
 def test_same_path_different_verbs_is_no_conflict() -> None:
     router = expand_routes([("/x", "get", home_page, "read"), ("/x", "post", show_user, "write")])
     assert [router.match(m, "/x").route.name for m in ("get", "post")] == ["read", "write"]  # type: ignore[union-attr]
+
+
+def test_allowed_methods_are_what_an_allow_header_lists() -> None:
+    router_ = expand_routes(TABLE)
+    assert router_.allowed_methods("/counter") == ["GET", "HEAD", "OPTIONS"]
+    assert router_.allowed_methods("/any") == [
+        "GET",
+        "POST",
+        "PUT",
+        "DELETE",
+        "PATCH",
+        "HEAD",
+        "OPTIONS",
+    ]
+    assert router_.allowed_methods("/nowhere") == []
+    both = expand_routes([("/x", "post", home_page, "w"), ("/x", "delete", show_user, "d")])
+    assert both.allowed_methods("/x?q=1") == ["POST", "DELETE", "OPTIONS"]
+
+
+async def route(method: str, path: str) -> dict[str, Any]:
+    request = {"request_method": method, "uri": path, "headers": {}}
+    return await execute({"request": request}, [router(TABLE)])
+
+
+async def test_the_router_routes_or_says_why_not() -> None:
+    matched = await route("get", "/users/7")
+    assert matched["route"].name == f"{HERE}/show_user"
+    assert matched["request"]["path_params"] == {"id": "7"}
+    assert matched["response"] == {"status": 200, "body": "user"}
+
+    wrong_method = await route("post", "/counter")
+    assert wrong_method["route"] is None
+    assert wrong_method["response"]["status"] == 405
+    assert wrong_method["response"]["headers"]["Allow"] == "GET, HEAD, OPTIONS"
+
+    options = await route("options", "/counter")
+    assert options["response"] == {"status": 204, "headers": {"Allow": "GET, HEAD, OPTIONS"}}
+
+    nothing = await route("get", "/nowhere")
+    assert nothing["route"] is None and "response" not in nothing
