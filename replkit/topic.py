@@ -164,6 +164,19 @@ class Topic:
             with self._lock:
                 self._subscribers.discard(subscriber)
 
+    def close_streams(self) -> int:
+        """End every subscribed stream after what it has buffered; return how many.
+
+        EventSource clients reconnect and resume from the history, losing nothing: after a
+        reload this moves open pages onto the new code.
+        """
+        with self._lock:
+            subscribers = list(self._subscribers)
+            self._subscribers.clear()
+        for subscriber in subscribers:
+            subscriber.channel.close()
+        return len(subscribers)
+
     def recent(self) -> list[tuple[str, Any]]:
         """The events the history holds, oldest first, as ``(id, event)`` pairs."""
         with self._lock:
