@@ -54,6 +54,8 @@ HEADERS = {
     "X-Accel-Buffering": "no",
 }
 HEARTBEAT = b":\n\n"
+CHUNK_SIZE = 64 * 1024
+"""Buffered events are joined into chunks of about this many bytes (at least one event)."""
 EVENT_KEYS = frozenset({"name", "data", "id", "retry"})
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN = re.compile(r"[\r\n\0]")
@@ -224,8 +226,10 @@ class EventChannel:
         # Blocked put() calls wait on this; it is notified when the writer takes events.
         self._room = threading.Condition(self._lock)
         self._items: deque[bytes] = deque()
-        # Replayed events in _items, which do not count against the buffer.
-        self._uncounted = 0
+        # Events a topic replays: they go out after the first _ahead of _items and do not
+        # count against the buffer, which bounds what is published live.
+        self._replayed: deque[bytes] = deque()
+        self._ahead = 0
         self._closed = False
         self._writer: asyncio.Future[bool] | None = None  # the writer, idle in take()
         self._senders: list[asyncio.Future[None]] = []  # send() calls waiting for room
@@ -264,7 +268,7 @@ class EventChannel:
             return delivery is _Delivery.SENT
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._room:
-            while not self._closed and self._counted() >= self._buffer:
+            while not self._closed and len(self._items) >= self._buffer:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -286,7 +290,7 @@ class EventChannel:
             with self._lock:
                 if self._closed:
                     return False
-                if self._counted() < self._buffer:
+                if len(self._items) < self._buffer:
                     writer = self._append(data)
                     break
                 room = loop.create_future()
@@ -324,17 +328,16 @@ class EventChannel:
         await closed
 
     async def take(self, timeout: float | None) -> bytes | None:
-        """Every event buffered now, as one chunk, waiting for one if there is none;
-        :data:`HEARTBEAT` after ``timeout`` idle seconds; ``None`` once closed and drained.
+        """The events buffered now, joined into one chunk of up to about
+        :data:`CHUNK_SIZE` bytes, waiting for one if there is none; :data:`HEARTBEAT` after
+        ``timeout`` idle seconds; ``None`` once closed and drained.
 
         Only the stream's writer calls this, on the channel's event loop.
         """
         while True:
             with self._lock:
-                if self._items:
-                    chunk = b"".join(self._items)
-                    self._items.clear()
-                    self._uncounted = 0
+                if self._items or self._replayed:
+                    chunk = self._next_chunk()
                     self._room.notify_all()
                     senders, self._senders = self._senders, []
                     break
@@ -352,7 +355,7 @@ class EventChannel:
                 with self._lock:
                     if self._writer is writer:
                         self._writer = None
-            if woken is False and not self._items:
+            if woken is False and not (self._items or self._replayed):
                 return HEARTBEAT
         self._wake_all(senders)
         return chunk
@@ -369,12 +372,11 @@ class EventChannel:
             if self._closed:
                 return _Delivery.CLOSED
             delivery = _Delivery.SENT
-            if self._counted() >= limit:
+            if len(self._items) >= limit:
                 if not drop_oldest:
                     return _Delivery.FULL
-                # Lossy by design. Which event goes is approximate while a replay is
-                # buffered too, but the bound holds.
                 self._items.popleft()
+                self._ahead = max(0, self._ahead - 1)
                 delivery = _Delivery.DROPPED_OLDEST
             writer = self._append(data)
         self._wake_writer(writer)
@@ -386,9 +388,8 @@ class EventChannel:
         with self._lock:
             if self._closed:
                 return
-            before = len(self._items)
-            self._items.extend(chunks)
-            self._uncounted += len(self._items) - before
+            self._ahead = len(self._items)
+            self._replayed.extend(chunks)
             writer = self._take_idle_writer()
         self._wake_writer(writer)
 
@@ -400,6 +401,8 @@ class EventChannel:
         """
         with self._lock:
             self._items.clear()
+            self._replayed.clear()
+            self._ahead = 0
             stuck = self._writer is None and self._writer_task is not None
         self.close()
         if stuck:
@@ -409,10 +412,25 @@ class EventChannel:
     def _discard(self) -> None:
         with self._lock:
             self._items.clear()
+            self._replayed.clear()
+            self._ahead = 0
         self.close()
 
-    def _counted(self) -> int:
-        return len(self._items) - self._uncounted
+    def _next_chunk(self) -> bytes:
+        # Bounded, so that a long replay to many reconnecting clients is not copied whole
+        # for each of them at once.
+        parts: list[bytes] = []
+        size = 0
+        while size < CHUNK_SIZE:
+            if self._ahead or not self._replayed:
+                if not self._items:
+                    break
+                self._ahead = max(0, self._ahead - 1)
+                parts.append(self._items.popleft())
+            else:
+                parts.append(self._replayed.popleft())
+            size += len(parts[-1])
+        return b"".join(parts)
 
     def _append(self, data: bytes) -> asyncio.Future[bool] | None:
         self._items.append(data)
