@@ -566,19 +566,18 @@ class EventStream:
         if self.on_client_disconnect is None:
             return
         name = name_of(self.on_client_disconnect)
+
+        def report(task: asyncio.Future[Any]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("on_client_disconnect %s raised", name, exc_info=task.exception())
+
         try:
             result = self.on_client_disconnect(context)
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                task.add_done_callback(
-                    lambda t: (
-                        t.cancelled()
-                        or t.exception() is None
-                        or log.error("on_client_disconnect %s raised", name, exc_info=t.exception())
-                    )
-                )
         except Exception:
             log.exception("on_client_disconnect %s raised", name)
+            return
+        if inspect.isawaitable(result):
+            asyncio.ensure_future(result).add_done_callback(report)
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -605,7 +604,7 @@ def start_stream(
     stream ended (client gone, channel closed, server stopping, an error).
 
     Both get the context with ``"event_channel"`` (the channel) and ``"last_event_id"``
-    (see :func:`last_event_id`), which the returned context carries too. A heartbeat comment
+    (see :func:`last_event_id`); the returned context carries the latter. A heartbeat comment
     goes out after ``heartbeat_delay`` seconds without an event (``None``: never).
     ``buffer`` bounds the events waiting between producers and the socket.
     """

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from conftest import wait_until
 
+from replkit import sse
 from replkit.aiohttp import AiohttpConnector
 from replkit.sse import Topic, topic_stream
 
@@ -312,3 +313,34 @@ async def test_drop_oldest_keeps_a_slow_client_connected_and_counts(
     assert [r.getMessage() for r in caplog.records if r.name == "replkit.topic"] == [
         "lossy: 127.0.0.1 is too slow (3 events waiting); dropping its oldest events"
     ]
+
+
+async def test_several_topics_with_routes_from_a_helper_and_a_lambda_stream_ready(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    # A plain function returning a coroutine, as a lambda does, is run on the loop.
+    def routes_for(topics: dict[str, Topic]) -> list[tuple[Any, ...]]:
+        def enter(context: dict[str, Any]) -> dict[str, Any]:
+            topic = topics[context["request"]["path_params"]["name"]]
+            return sse.start_stream(lambda ch, ctx: topic.subscribe(ch, ctx), context)
+
+        return [("/:name/events", "get", {"name": "events", "enter": enter})]
+
+    topics = {"a": Topic(), "b": Topic()}
+    server = serve(routes_for(topics))
+    async with aiohttp.ClientSession() as session:
+        a = await session.get(f"{server.url}/a/events")
+        b = await session.get(f"{server.url}/b/events")
+        await asyncio.to_thread(wait_until, lambda: topics["a"].subscribers == 1)
+        await asyncio.to_thread(wait_until, lambda: topics["b"].subscribers == 1)
+        last_a = [topics["a"].publish(f"a{i}") for i in range(3)][-1]
+        last_b = topics["b"].publish("b0")
+        assert [e["data"] for e in await read_events(a, lambda e: e["id"] == last_a)] == [
+            "a0",
+            "a1",
+            "a2",
+        ]
+        assert [e["data"] for e in await read_events(b, lambda e: e["id"] == last_b)] == ["b0"]
+        a.close()
+        b.close()
+    await asyncio.to_thread(wait_until, lambda: topics["a"].subscribers == 0)
