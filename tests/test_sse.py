@@ -430,3 +430,31 @@ async def test_on_client_disconnect_is_called_once_however_the_stream_ends(
         await asyncio.to_thread(replacement.stop)
     wait_until(lambda: given and given[0].closed, what="the channel to close")
     assert calls == given  # once, with the very channel stream_ready was given
+
+
+@pytest.mark.parametrize("kind", ["async", "raising"])
+async def test_an_async_or_raising_on_client_disconnect(
+    serve: Callable[..., AiohttpConnector], caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    ran = threading.Event()
+
+    async def ready(channel: EventChannel, context: dict[str, Any]) -> None:
+        await channel.send("bye")
+        channel.close()
+
+    async def on_client_disconnect(context: dict[str, Any]) -> None:
+        await asyncio.sleep(0)
+        ran.set()
+        if kind == "raising":
+            raise RuntimeError("cleanup failed")
+
+    server = serve(stream_app(ready, on_client_disconnect=on_client_disconnect))
+    with caplog.at_level(logging.ERROR, logger="replkit.sse"):
+        _, body = await read_all(f"{server.url}/s")
+        assert body == b"data: bye\n\n"
+        assert await asyncio.to_thread(ran.wait, 5)
+        if kind == "raising":
+            record = wait_until(lambda: [r for r in caplog.records if r.name == "replkit.sse"])[0]
+            assert record.getMessage().startswith("on_client_disconnect ")
+            assert str(record.exc_info[1]) == "cleanup failed"  # type: ignore[index]
+    assert not [r for r in caplog.records if kind == "async" and r.name == "replkit.sse"]
