@@ -15,8 +15,9 @@ Ids are ``"<epoch>-<seq>"``: ``seq`` counts from 1 per topic, ``epoch`` is 8 hex
 drawn when the topic is created, so an id from before a restart (or from another topic)
 is recognised. An id the topic cannot place gets one ``resync`` event first, whose data is
 ``{"reason": ..., "last_event_id": ...}`` with ``reason`` ``"expired"`` (older than the
-history), ``"epoch"`` (another epoch) or ``"malformed"``, and whose id is the topic's
-latest, so the client reloads its state and resumes from there.
+history), ``"epoch"`` (another epoch, or a sequence number this topic has not reached) or
+``"malformed"``, and whose id is the topic's latest, so the client reloads its state and
+resumes from there.
 """
 
 from __future__ import annotations
