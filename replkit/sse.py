@@ -231,6 +231,7 @@ class EventChannel:
         self._replayed: deque[bytes] = deque()
         self._ahead = 0
         self._closed = False
+        self._severed = False  # cut by _cut(): the connection is to be dropped, not ended
         self._writer: asyncio.Future[bool] | None = None  # the writer, idle in take()
         self._senders: list[asyncio.Future[None]] = []  # send() calls waiting for room
         self._close_waiters: list[asyncio.Future[None]] = []
@@ -330,12 +331,16 @@ class EventChannel:
     async def take(self, timeout: float | None) -> bytes | None:
         """The events buffered now, joined into one chunk of up to about
         :data:`CHUNK_SIZE` bytes, waiting for one if there is none; :data:`HEARTBEAT` after
-        ``timeout`` idle seconds; ``None`` once closed and drained.
+        ``timeout`` idle seconds; ``None`` once closed and drained. Raises
+        :class:`asyncio.CancelledError` once the stream is cut, so that the server drops the
+        connection instead of ending the response (and keeping the connection alive).
 
         Only the stream's writer calls this, on the channel's event loop.
         """
         while True:
             with self._lock:
+                if self._severed:
+                    raise asyncio.CancelledError("the stream was cut")
                 if self._items or self._replayed:
                     chunk = self._next_chunk()
                     self._room.notify_all()
@@ -394,12 +399,14 @@ class EventChannel:
         self._wake_writer(writer)
 
     def _cut(self) -> None:
-        """End the stream now, dropping what is buffered, even if the client reads nothing.
+        """Drop the connection now, and what is buffered, even if the client reads nothing.
 
-        A writer idle in ``take`` just ends; one stuck writing to a client that does not
-        read is cancelled, which makes the server close the connection.
+        The writer's task is cancelled, which makes the server close the connection: at
+        once if it is stuck writing to a client that does not read, else at its next
+        ``take``.
         """
         with self._lock:
+            self._severed = True
             self._items.clear()
             self._replayed.clear()
             self._ahead = 0

@@ -249,7 +249,6 @@ async def test_replay_racing_publishers_on_several_threads_is_exactly_once_in_or
     for thread in threads:
         await asyncio.to_thread(thread.join, 30)
     final.append(topic.publish("end"))
-    assert len(published) < 40_000, "the publishers outran every subscriber"
     for last_id, follower in followers:
         events, connections = await asyncio.wait_for(follower, 30)
         first = seq({"id": last_id}) + 1 if last_id else seq(events[0])
