@@ -343,3 +343,27 @@ async def test_several_topics_with_routes_from_a_helper_and_a_lambda_stream_read
         a.close()
         b.close()
     await asyncio.to_thread(wait_until, lambda: topics["a"].subscribers == 0)
+
+
+async def test_a_client_cut_by_the_topic_loses_its_connection(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    # Not a complete response on a kept-alive connection: EventSource must see an error and
+    # reconnect, and a client that reads nothing must not keep the connection.
+    topic = Topic(buffer=2)
+    server = serve(topic_app(topic))
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await asyncio.to_thread(wait_until, lambda: topic.subscribers == 1)
+    # Published on the server's loop in one go: the stream's writer cannot run in between.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{server.url}/burst?n=10") as published,
+    ):
+        assert published.status == 200
+    received = await asyncio.wait_for(reader.read(), 5)  # to the end: the server closed it
+    writer.close()
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert not received.endswith(b"0\r\n\r\n")  # no last chunk: the response never ended
+    assert topic.slow_clients == 1
