@@ -2,8 +2,11 @@
 
 :func:`start_stream` turns a request context into an open ``text/event-stream`` response and,
 once the stream is established, hands ``stream_ready`` an :class:`EventChannel`. Producers
-put events on the channel from any thread (``put``) or coroutine (``send``); closing the
-channel ends the response after what is buffered has been sent.
+put events on the channel from any thread (``put``, ``offer``) or coroutine (``send``);
+closing the channel ends the response after what is buffered has been sent.
+
+Many clients fed the same events, with replay on reconnect, are a :class:`Topic`
+(``replkit.topic``, also spelled ``replkit.sse.Topic``) served by :func:`topic_stream`.
 
 The interceptors run for the request that opens the stream, never for the events.
 """
@@ -11,24 +14,38 @@ The interceptors run for the request that opens the stream, never for the events
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import inspect
+import json
 import logging
 import re
 import threading
+import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from replkit.interceptor import Context, name_of
 
-__all__ = ["EventChannel", "EventStream", "encode_event", "start_stream"]
+if TYPE_CHECKING:
+    from replkit.topic import Topic, topic_stream
+
+__all__ = [
+    "EventChannel",
+    "EventStream",
+    "Topic",
+    "encode_event",
+    "last_event_id",
+    "start_stream",
+    "topic_stream",
+]
 
 log = logging.getLogger("replkit.sse")
 
 StreamReady = Callable[["EventChannel", Context], Any]
-"""``stream_ready(event_channel, context)``, plain or ``async def``."""
+"""``stream_ready(event_channel, context)``, plain (run on a thread) or ``async def``."""
 
 HEADERS = {
     "Content-Type": "text/event-stream; charset=UTF-8",
@@ -37,19 +54,24 @@ HEADERS = {
     "X-Accel-Buffering": "no",
 }
 HEARTBEAT = b":\n\n"
+CHUNK_SIZE = 64 * 1024
+"""Buffered events are joined into chunks of about this many bytes (at least one event)."""
 EVENT_KEYS = frozenset({"name", "data", "id", "retry"})
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN = re.compile(r"[\r\n\0]")
 
 
 def encode_event(event: Any) -> bytes:
-    """Encode one event in the ``text/event-stream`` format, LF line ends.
+    """Encode one event in the ``text/event-stream`` format, LF line ends, UTF-8.
 
     An event is a mapping with ``data`` and optional ``name``, ``id`` and ``retry``; any
-    other value is sent as data. Values go through ``str()`` (bytes are decoded as UTF-8,
-    ``None`` is empty); multi-line data becomes several ``data:`` lines. Raises
-    :class:`ValueError` for a name or id containing CR, LF or NUL, a ``retry`` that is not
-    a non-negative integer, or a mapping with other keys.
+    other value is sent as data. Data that is a dict or a list is sent as compact JSON
+    (UTF-8, no ASCII escaping), so ``JSON.parse(event.data)`` reads it back; bytes are
+    decoded as UTF-8; ``None`` is empty; anything else goes through ``str()``. Multi-line
+    data becomes several ``data:`` lines, which a client joins with LF (so CR and CRLF come
+    back as LF). A blank name or id is left out. Raises :class:`ValueError` for a name or id
+    containing CR, LF or NUL, a ``retry`` that is not a non-negative int, data that JSON
+    cannot encode, text UTF-8 cannot encode, or a mapping with other keys.
     """
     if isinstance(event, Mapping):
         unknown = set(event) - EVENT_KEYS
@@ -73,9 +95,21 @@ def encode_event(event: Any) -> bytes:
         if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
             raise ValueError(f"event retry {retry!r} must be a non-negative int (milliseconds)")
         out.append(f"retry: {retry}\n")
-    out.extend(f"data: {line}\n" for line in _LINE_BREAK.split(_text(fields.get("data"))))
+    out.extend(f"data: {line}\n" for line in _LINE_BREAK.split(_data_text(fields.get("data"))))
     out.append("\n")
-    return "".join(out).encode()
+    try:
+        return "".join(out).encode()
+    except UnicodeEncodeError as err:
+        raise ValueError(f"event text cannot be sent as UTF-8: {err}") from None
+
+
+def _data_text(data: Any) -> str:
+    if isinstance(data, dict | list):
+        try:
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"event data {data!r:.60} is not JSON-serializable: {err}") from None
+    return _text(data)
 
 
 def _text(value: Any) -> str:
@@ -86,148 +120,357 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def last_event_id(context: Context) -> str | None:
+    """The id a client resumes from: its ``Last-Event-ID`` header, else a ``lastEventId``
+    query parameter (for a first connection, which cannot set the header), else ``None``."""
+    request = context.get("request") or {}
+    header = (request.get("headers") or {}).get("last-event-id")
+    if header:
+        return str(header)
+    params = request.get("query_params")
+    if params is None:
+        params = parse_qs(request.get("query_string") or "")
+    value = params.get("lastEventId")
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    return str(value) if value else None
+
+
+def _wake(future: asyncio.Future[Any], value: Any = None) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class _Waker:
+    """Resolves futures of one event loop from any thread, with one loop wake-up per batch.
+
+    A thread handing events to thousands of streams (a topic's fan-out, thousands of
+    producer threads) would otherwise write to the loop's self-pipe once per stream.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[asyncio.Future[Any], Any]] = []
+
+    def wake(self, future: asyncio.Future[Any], value: Any = None) -> None:
+        if _running_loop() is self._loop:
+            _wake(future, value)
+            return
+        with self._lock:
+            self._pending.append((future, value))
+            if len(self._pending) > 1:
+                return  # a wake-up is already on its way and will take this one too
+        try:
+            self._loop.call_soon_threadsafe(self._run)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            with self._lock:
+                self._pending.clear()
+
+    def _run(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for future, value in pending:
+            _wake(future, value)
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = weakref.WeakKeyDictionary()
+_wakers_lock = threading.Lock()
+
+
+def _waker_of(loop: asyncio.AbstractEventLoop) -> _Waker:
+    with _wakers_lock:
+        waker = _wakers.get(loop)
+        if waker is None:
+            waker = _wakers[loop] = _Waker(loop)
+        return waker
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _Delivery(Enum):
+    """What :meth:`EventChannel._deliver` did with an event (the topic's side of a channel)."""
+
+    SENT = "sent"
+    DROPPED_OLDEST = "dropped_oldest"
+    FULL = "full"
+    CLOSED = "closed"
+
+
 class EventChannel:
     """A bounded channel of events from producers to one open event stream.
 
-    ``put`` blocks the calling thread while the buffer is full (Clojure's ``>!!``); ``send``
-    is its awaitable twin (``>!``). Both return ``False`` once the channel is closed, by
-    the producer, by the client leaving, or by the server stopping. Events are validated
-    and encoded when they are put, so a bad event raises in the producer, not in the server.
+    ``put`` blocks the calling thread while the buffer is full (Clojure's ``>!!``) and
+    ``send`` is its awaitable twin (``>!``); ``offer`` never waits. All return ``False`` when
+    the event was not taken: the channel is closed (by the producer, by the client leaving,
+    by the server stopping), or, for ``offer`` and a ``put`` that timed out, still full.
+    Events are validated and encoded when they are put, so a bad event raises in the
+    producer, not in the server.
+
+    Handing an event over never waits on the event loop: the buffer is guarded by a lock,
+    and the loop is woken only when the stream's writer is idle, waiting for an event.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, buffer: int = 10) -> None:
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
             raise ValueError(f"buffer must be a positive int, got {buffer!r}")
         self._loop = loop
-        self._loop_thread = threading.get_ident()
+        self._waker = _waker_of(loop)
         self._buffer = buffer
-        # Loop-thread state: only touched on the loop, so it needs no lock.
+        self._lock = threading.Lock()
+        # Blocked put() calls wait on this; it is notified when the writer takes events.
+        self._room = threading.Condition(self._lock)
         self._items: deque[bytes] = deque()
-        self._taker: asyncio.Future[None] | None = None
-        self._putters: deque[asyncio.Future[None]] = deque()
+        # Events a topic replays: they go out after the first _ahead of _items and do not
+        # count against the buffer, which bounds what is published live.
+        self._replayed: deque[bytes] = deque()
+        self._ahead = 0
         self._closed = False
-        # Set from any thread the moment close() is called, so producers stop at once.
-        self._closing = threading.Event()
+        self._severed = False  # cut by _cut(): the connection is to be dropped, not ended
+        self._writer: asyncio.Future[bool] | None = None  # the writer, idle in take()
+        self._senders: list[asyncio.Future[None]] = []  # send() calls waiting for room
+        self._close_waiters: list[asyncio.Future[None]] = []
+        self._writer_task: asyncio.Task[Any] | None = None  # set by the stream serving it
+        self._warned_full_on_loop = False
 
     @property
     def closed(self) -> bool:
-        """Whether the channel has been closed; puts then return ``False``."""
-        return self._closing.is_set()
+        """Whether the channel has been closed; events are then refused."""
+        return self._closed
 
-    def put(self, event: Any) -> bool:
-        """Put ``event``, blocking while the buffer is full; ``False`` if closed.
+    def offer(self, event: Any) -> bool:
+        """Put ``event`` if the buffer has room, never waiting; ``False`` if full or closed."""
+        return self._offer(encode_event(event)) is _Delivery.SENT
 
-        Safe from any thread. On the event loop's own thread it never blocks: with a full
-        buffer it raises :class:`RuntimeError` (use ``await send(event)`` there instead).
+    def put(self, event: Any, timeout: float | None = None) -> bool:
+        """Put ``event``, blocking at most ``timeout`` seconds (``None``: for as long as it
+        takes) while the buffer is full; ``False`` if closed or still full at the timeout.
+
+        Safe from any thread. A blocked put costs nothing while it waits: it sleeps until
+        the writer makes room or the channel closes. On a thread running an event loop
+        (inside ``async def`` code) waiting would block that loop, so ``put`` acts as
+        ``offer`` there: a full buffer refuses the event (logged once per channel);
+        ``await channel.send(event)`` is the waiting form for async code.
         """
         data = encode_event(event)
-        if self.closed:
-            return False
-        if threading.get_ident() == self._loop_thread:
-            if not self._closed and len(self._items) < self._buffer and not self._putters:
-                self._append(data)
-                return True
+        if _running_loop() is not None:
+            delivery = self._offer(data)
+            if delivery is _Delivery.FULL and not self._warned_full_on_loop:
+                self._warned_full_on_loop = True
+                log.warning(
+                    "EventChannel.put() in async code found the buffer full and dropped the "
+                    "event; use `await channel.send(event)` there, which waits for room"
+                )
+            return delivery is _Delivery.SENT
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._room:
+            while not self._closed and len(self._items) >= self._buffer:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._room.wait(remaining)
             if self._closed:
                 return False
-            raise RuntimeError(
-                "EventChannel.put() on the event loop's thread with a full buffer would "
-                "block the server; use `await channel.send(event)` in async code"
-            )
-        try:
-            future = asyncio.run_coroutine_threadsafe(self._offer(data), self._loop)
-        except RuntimeError:  # the loop is closed: the stream is long gone
-            return False
-        while True:
-            try:
-                return future.result(timeout=0.25)
-            except concurrent.futures.TimeoutError:
-                # A stopped loop will never run the offer: give up rather than hang.
-                if not self._loop.is_running():
-                    future.cancel()
-                    return False
-            except concurrent.futures.CancelledError:
-                return False
+            writer = self._append(data)
+        self._wake_writer(writer)
+        return True
 
     async def send(self, event: Any) -> bool:
-        """Send ``event``, waiting while the buffer is full; ``False`` if closed."""
+        """Send ``event``, waiting while the buffer is full; ``False`` if closed.
+
+        Works from any event loop, the server's or another one.
+        """
         data = encode_event(event)
-        if asyncio.get_running_loop() is self._loop:
-            return await self._offer(data)
-        return await asyncio.wrap_future(
-            asyncio.run_coroutine_threadsafe(self._offer(data), self._loop)
-        )
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self._closed:
+                    return False
+                if len(self._items) < self._buffer:
+                    writer = self._append(data)
+                    break
+                room = loop.create_future()
+                self._senders.append(room)
+            try:
+                await room
+            finally:
+                with self._lock:
+                    if room in self._senders:
+                        self._senders.remove(room)
+        self._wake_writer(writer)
+        return True
 
     def close(self) -> None:
         """Close the channel: buffered events are still sent, then the stream ends."""
-        if self._closing.is_set():
-            return
-        self._closing.set()
-        if threading.get_ident() == self._loop_thread:
-            self._close_on_loop()
-        else:
-            # A closed loop means nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._close_on_loop)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._room.notify_all()
+            waiting = [*self._senders, *self._close_waiters]
+            self._senders.clear()
+            self._close_waiters.clear()
+            writer, self._writer = self._writer, None
+        self._wake_all(waiting)
+        self._wake_writer(writer)
+
+    async def wait_closed(self) -> None:
+        """Return once the channel is closed: by its producer, the client or the server."""
+        with self._lock:
+            if self._closed:
+                return
+            closed = asyncio.get_running_loop().create_future()
+            self._close_waiters.append(closed)
+        await closed
 
     async def take(self, timeout: float | None) -> bytes | None:
-        """Next encoded event; :data:`HEARTBEAT` after ``timeout`` idle seconds; ``None`` at end."""
-        if not self._items and not self._closed:
-            self._taker = self._loop.create_future()
+        """The events buffered now, joined into one chunk of up to about
+        :data:`CHUNK_SIZE` bytes, waiting for one if there is none; :data:`HEARTBEAT` after
+        ``timeout`` idle seconds; ``None`` once closed and drained. Raises
+        :class:`asyncio.CancelledError` once the stream is cut, so that the server drops the
+        connection instead of ending the response (and keeping the connection alive).
+
+        Only the stream's writer calls this, on the channel's event loop.
+        """
+        while True:
+            with self._lock:
+                if self._severed:
+                    raise asyncio.CancelledError("the stream was cut")
+                if self._items or self._replayed:
+                    chunk = self._next_chunk()
+                    self._room.notify_all()
+                    senders, self._senders = self._senders, []
+                    break
+                if self._closed:
+                    return None
+                writer = self._writer = self._loop.create_future()
+            timer = None
+            if timeout is not None:
+                timer = self._loop.call_later(timeout, _wake, writer, False)
             try:
-                await asyncio.wait_for(self._taker, timeout)
-            except TimeoutError:
+                woken = await writer
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                with self._lock:
+                    if self._writer is writer:
+                        self._writer = None
+            if woken is False and not (self._items or self._replayed):
                 return HEARTBEAT
-            finally:
-                self._taker = None
-        if not self._items:
-            return None
-        data = self._items.popleft()
-        if self._putters:
-            _wake(self._putters.popleft())
-        return data
+        self._wake_all(senders)
+        return chunk
 
-    async def _offer(self, data: bytes) -> bool:
-        while not self._closed and (len(self._items) >= self._buffer):
-            waiter = self._loop.create_future()
-            self._putters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._putters:
-                    self._putters.remove(waiter)
-        if self._closed:
-            return False
-        self._append(data)
-        return True
+    # --- the topic's side: delivery without encoding, replay, and cutting a slow client ---
 
-    def _append(self, data: bytes) -> None:
-        self._items.append(data)
-        if self._taker is not None:
-            _wake(self._taker)
+    def _offer(self, data: bytes) -> _Delivery:
+        return self._deliver(data, self._buffer)
 
-    def _close_on_loop(self) -> None:
-        self._closed = True
-        if self._taker is not None:
-            _wake(self._taker)
-        while self._putters:
-            _wake(self._putters.popleft())
+    def _deliver(self, data: bytes, limit: int, *, drop_oldest: bool = False) -> _Delivery:
+        """Append an encoded event unless ``limit`` events wait already; with ``drop_oldest``
+        the oldest waiting event makes room instead. Never blocks."""
+        with self._lock:
+            if self._closed:
+                return _Delivery.CLOSED
+            delivery = _Delivery.SENT
+            if len(self._items) >= limit:
+                if not drop_oldest:
+                    return _Delivery.FULL
+                self._items.popleft()
+                self._ahead = max(0, self._ahead - 1)
+                delivery = _Delivery.DROPPED_OLDEST
+            writer = self._append(data)
+        self._wake_writer(writer)
+        return delivery
+
+    def _replay(self, chunks: Iterable[bytes]) -> None:
+        """Append events a topic replays; they do not count against the buffer, which
+        bounds only what is published live."""
+        with self._lock:
+            if self._closed:
+                return
+            self._ahead = len(self._items)
+            self._replayed.extend(chunks)
+            writer = self._take_idle_writer()
+        self._wake_writer(writer)
+
+    def _cut(self) -> None:
+        """Drop the connection now, and what is buffered, even if the client reads nothing.
+
+        The writer's task is cancelled, which makes the server close the connection: at
+        once if it is stuck writing to a client that does not read, else at its next
+        ``take``.
+        """
+        with self._lock:
+            self._severed = True
+            self._items.clear()
+            self._replayed.clear()
+            self._ahead = 0
+            stuck = self._writer is None and self._writer_task is not None
+        self.close()
+        if stuck:
+            assert self._writer_task is not None
+            self._call_on_loop(self._writer_task.cancel)
 
     def _discard(self) -> None:
-        self._items.clear()
+        with self._lock:
+            self._items.clear()
+            self._replayed.clear()
+            self._ahead = 0
         self.close()
 
+    def _next_chunk(self) -> bytes:
+        # Bounded, so that a long replay to many reconnecting clients is not copied whole
+        # for each of them at once.
+        parts: list[bytes] = []
+        size = 0
+        while size < CHUNK_SIZE:
+            if self._ahead or not self._replayed:
+                if not self._items:
+                    break
+                self._ahead = max(0, self._ahead - 1)
+                parts.append(self._items.popleft())
+            else:
+                parts.append(self._replayed.popleft())
+            size += len(parts[-1])
+        return b"".join(parts)
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+    def _append(self, data: bytes) -> asyncio.Future[bool] | None:
+        self._items.append(data)
+        return self._take_idle_writer()
+
+    def _take_idle_writer(self) -> asyncio.Future[bool] | None:
+        writer, self._writer = self._writer, None
+        return writer
+
+    def _wake_writer(self, writer: asyncio.Future[bool] | None) -> None:
+        if writer is not None:
+            self._waker.wake(writer, True)
+
+    def _wake_all(self, futures: Iterable[asyncio.Future[None]]) -> None:
+        for future in futures:
+            # A sender may wait on another loop than the stream's.
+            _waker_of(future.get_loop()).wake(future)
+
+    def _call_on_loop(self, fn: Callable[[], Any]) -> None:
+        if _running_loop() is self._loop:
+            fn()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn)
 
 
 class EventStream:
     """The body of an event-stream response: an async iterator of encoded events.
 
-    The server iterates it after sending the headers. The first step calls ``stream_ready``;
-    then each step yields the next event, or a heartbeat comment after ``heartbeat_delay``
-    idle seconds, until the channel is closed and drained.
+    The server iterates it after sending the headers. The first step starts
+    ``stream_ready``; then each step yields every event buffered (several events coalesce
+    into one chunk when the client is slower than the producers), or a heartbeat comment
+    after ``heartbeat_delay`` idle seconds, until the channel is closed and drained.
+    ``on_client_disconnect`` is called once when the stream ends, however it ends.
     """
 
     def __init__(
@@ -245,9 +488,11 @@ class EventStream:
         self.buffer = buffer
         self.on_client_disconnect = on_client_disconnect
         self.channel: EventChannel | None = None
+        self._closed = False
 
     def close(self) -> None:
         """End the stream after what is buffered (the server calls this when it stops)."""
+        self._closed = True
         if self.channel is not None:
             self.channel.close()
 
@@ -256,50 +501,96 @@ class EventStream:
 
     async def _events(self) -> AsyncIterator[bytes]:
         channel = self.channel = EventChannel(asyncio.get_running_loop(), self.buffer)
+        channel._writer_task = asyncio.current_task()
+        # What stream_ready and on_client_disconnect see: the context, and the channel.
+        context = {**self.context, "event_channel": channel}
         producer: asyncio.Future[Any] | None = None
-        ended = False
         try:
-            producer = self._call_stream_ready(channel)
-            while (data := await channel.take(self.heartbeat_delay)) is not None:
-                yield data
-            ended = True
+            if self._closed:  # closed before the first step: the server is stopping
+                channel.close()
+            else:
+                producer = self._start(channel, context)
+            while (chunk := await channel.take(self.heartbeat_delay)) is not None:
+                yield chunk
         finally:
             channel._discard()
             if producer is not None and not producer.done():
                 producer.cancel()
-            if not ended and self.on_client_disconnect is not None:
-                self._notify_disconnect()
+            self._notify_disconnect(context)
 
-    def _call_stream_ready(self, channel: EventChannel) -> asyncio.Future[Any] | None:
-        name = name_of(self.stream_ready)
+    def _start(self, channel: EventChannel, context: Context) -> asyncio.Future[Any] | None:
+        fn = self.stream_ready
+        if _is_async(fn):
+            return self._run_on_loop(self._call(fn, channel, context), channel)
+        loop = asyncio.get_running_loop()
+        producer: asyncio.Future[Any] = loop.create_future()
+
+        def run() -> None:
+            # As Pedestal runs it: on a thread, so blocking code never stalls the server.
+            try:
+                result = self._call(fn, channel, context)
+                if inspect.isawaitable(result):  # e.g. a lambda returning a coroutine
+                    loop.call_soon_threadsafe(self._chain, producer, result, channel)
+                else:
+                    loop.call_soon_threadsafe(_wake, producer)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+        threading.Thread(target=run, name="replkit-stream-ready", daemon=True).start()
+        return producer
+
+    def _chain(self, producer: asyncio.Future[Any], result: Any, channel: EventChannel) -> None:
+        if producer.cancelled():
+            asyncio.ensure_future(result).cancel()
+            return
+        task = self._run_on_loop(result, channel)
+        task.add_done_callback(lambda _: _wake(producer))
+        producer.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
+
+    def _call(self, fn: StreamReady, channel: EventChannel, context: Context) -> Any:
         try:
-            result = self.stream_ready(channel, self.context)
+            return fn(channel, context)
         except Exception:
-            log.exception("stream_ready %s raised; closing the stream", name)
+            log.exception("stream_ready %s raised; closing the stream", name_of(fn))
             channel.close()
             return None
-        if not inspect.isawaitable(result):
-            return None
-        producer = asyncio.ensure_future(result)
+
+    def _run_on_loop(self, awaitable: Any, channel: EventChannel) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(awaitable)
+        name = name_of(self.stream_ready)
 
         def done(task: asyncio.Future[Any]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 log.error(
-                    "stream_ready %s raised; closing the stream",
-                    name,
-                    exc_info=task.exception(),
+                    "stream_ready %s raised; closing the stream", name, exc_info=task.exception()
                 )
                 channel.close()
 
-        producer.add_done_callback(done)
-        return producer
+        task.add_done_callback(done)
+        return task
 
-    def _notify_disconnect(self) -> None:
-        assert self.on_client_disconnect is not None
+    def _notify_disconnect(self, context: Context) -> None:
+        if self.on_client_disconnect is None:
+            return
+        name = name_of(self.on_client_disconnect)
+
+        def report(task: asyncio.Future[Any]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("on_client_disconnect %s raised", name, exc_info=task.exception())
+
         try:
-            self.on_client_disconnect(self.context)
+            result = self.on_client_disconnect(context)
         except Exception:
-            log.exception("on_client_disconnect %s raised", name_of(self.on_client_disconnect))
+            log.exception("on_client_disconnect %s raised", name)
+            return
+        if inspect.isawaitable(result):
+            asyncio.ensure_future(result).add_done_callback(report)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
 
 
 def start_stream(
@@ -313,16 +604,22 @@ def start_stream(
     """Return ``context`` with an open event-stream response.
 
     Once the response headers are on the wire, ``stream_ready(event_channel, context)`` is
-    called; it should set producers in motion and return (a thread, a task, or itself be
-    ``async def``). The stream stays open until the channel is closed or the client leaves,
-    which calls ``on_client_disconnect(context)``. A heartbeat comment goes out after
-    ``heartbeat_delay`` seconds without an event (``None``: never). ``buffer`` bounds the
-    events waiting between producers and the socket.
+    called: a plain function on a thread of its own (so it may block, as in Pedestal), an
+    ``async def`` one as a task on the server's loop. It should set producers in motion, or
+    itself produce. The stream stays open until the channel is closed or the client leaves.
+    ``on_client_disconnect(context)`` is then called once on the server's loop, however the
+    stream ended (client gone, channel closed, server stopping, an error).
+
+    Both get the context with ``"event_channel"`` (the channel) and ``"last_event_id"``
+    (see :func:`last_event_id`); the returned context carries the latter. A heartbeat comment
+    goes out after ``heartbeat_delay`` seconds without an event (``None``: never).
+    ``buffer`` bounds the events waiting between producers and the socket.
     """
     if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
         raise ValueError(f"buffer must be a positive int, got {buffer!r}")
     if heartbeat_delay is not None and heartbeat_delay <= 0:
         raise ValueError(f"heartbeat_delay must be positive or None, got {heartbeat_delay!r}")
+    context = {**context, "last_event_id": last_event_id(context)}
     body = EventStream(
         stream_ready,
         context,
@@ -331,3 +628,13 @@ def start_stream(
         on_client_disconnect=on_client_disconnect,
     )
     return {**context, "response": {"status": 200, "headers": dict(HEADERS), "body": body}}
+
+
+def __getattr__(name: str) -> Any:
+    # Topics build on this module, so they live in replkit.topic and are imported on first
+    # use here: `replkit.sse.Topic` without an import cycle.
+    if name in ("Topic", "topic_stream"):
+        from replkit import topic
+
+        return getattr(topic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
