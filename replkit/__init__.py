@@ -1,8 +1,10 @@
 """replkit: Pedestal's interceptors, routes and server-sent events on aiohttp, for the REPL.
 
 The modules follow the concepts of Pedestal's server-sent-events guide: ``interceptor``,
-``routes``, ``connector``, ``sse``, the ``aiohttp`` adapter, ``lifecycle``, ``reload``,
-``repl`` and ``cli``.
+``routes``, ``connector`` and its default interceptors in ``http``, ``sse`` and ``topic``,
+the ``aiohttp`` adapter; then what serves and reloads them: ``server``, ``application``
+(plain aiohttp apps), ``lifecycle``, ``imports``, ``reload``, ``watch``, ``session``,
+``workers``, ``repl``, ``cli``, ``ipython``, and ``testing``.
 """
 
 __version__ = "0.1.0"

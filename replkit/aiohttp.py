@@ -123,12 +123,14 @@ class AiohttpConnector(Connector):
         self._streams: dict[asyncio.Task[Any], Any] = {}
 
     def close_streams(self) -> None:
-        """End this connector's event streams after what they have buffered; cut other
-        streaming bodies."""
+        """End this connector's event streams after what they have buffered, and cut those
+        still open ``shutdown_grace`` seconds later (a client that does not read); cut other
+        streaming bodies at once. Runs on the server's loop."""
         for task, body in list(self._streams.items()):
             close = getattr(body, "close", None)
             if callable(close):
                 close()
+                task.get_loop().call_later(self.shutdown_grace, task.cancel)
             else:
                 task.cancel()
 
@@ -212,6 +214,12 @@ class AiohttpConnector(Connector):
             await stream.write_eof()
         except ConnectionError:
             pass  # the client left; the body's cleanup below notices
+        except asyncio.CancelledError:
+            # Cut: a client that left, a slow one a topic disconnects, a stop whose grace ran
+            # out. Drop what the socket still holds rather than wait for it to be read.
+            if request.transport is not None:
+                request.transport.abort()
+            raise
         except Exception:
             # Headers are out: say why, and cut the connection so that the client sees an
             # incomplete response rather than a complete, truncated one.

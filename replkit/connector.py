@@ -23,7 +23,7 @@ The keys a map may have, besides ``host``, ``port``, ``interceptors`` and
 - ``max_body_size``: the largest request body read, in bytes (default 1 MiB; over it: 413).
 - ``access_log``: ``True`` (default: one line per response on ``replkit.access`` at INFO,
   ``127.0.0.1 GET /path 200 1.2 ms``), ``False``, or a :class:`logging.Logger`.
-- ``max_connections`` (default 1000), ``header_timeout`` (10 s) and ``keepalive_timeout``
+- ``max_connections`` (default 10,000), ``header_timeout`` (10 s) and ``keepalive_timeout``
   (15 s): the server's protections against clients that hold connections (see
   :class:`replkit.server.Limits`); read when the server starts listening.
 

@@ -71,7 +71,8 @@ def project_modules() -> dict[str, str]:
 def watch_roots(modules: Iterable[str]) -> tuple[list[Path], list[Path]]:
     """Where to watch for saves of ``modules``: the directories of their top-level packages,
     to watch with their subdirectories, and the directories of top-level single-file
-    modules, to watch without them (a project directory holds ``.venv`` and the like)."""
+    modules, to watch without them (a project directory holds ``.venv`` and the like).
+    Directories that no longer exist are left out: nothing in them can be saved."""
     trees: set[Path] = set()
     flat: set[Path] = set()
     for name in modules:
@@ -82,8 +83,10 @@ def watch_roots(modules: Iterable[str]) -> tuple[list[Path], list[Path]]:
         locations = namespace(top).get("__path__")
         files = [os.path.join(p, "__init__.py") for p in locations] if locations else []  # type: ignore[attr-defined]
         for file in files or [namespace(top).get("__file__")]:
-            if (path := source_path(file)) is not None:
-                (trees if locations else flat).add(Path(path).parent)
+            if (path := source_path(file)) is not None and os.path.isdir(
+                parent := Path(path).parent
+            ):
+                (trees if locations else flat).add(parent)
     return sorted(trees), sorted(flat - trees)
 
 

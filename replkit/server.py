@@ -101,7 +101,7 @@ class Limits:
     before its first request or between two.
     """
 
-    max_connections: int = 1000
+    max_connections: int = 10_000
     header_timeout: float = 10.0
     keepalive_timeout: float = 15.0
 

@@ -330,7 +330,10 @@ class Reloader:
         if result is not None and not everything:
             self._publish(result)
         if result is not None and result.ok and result.modules:
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception as exc:  # watching less than it could must not end the batch
+                self._publish(ReloadResult((), 0.0, error_of(exc, [], " (watching new packages)")))
         return result
 
     def _reload(self, job: _Job, everything: bool) -> ReloadResult | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import ROOT, Process, app_map, replkit_command
+from conftest import ROOT, Process, app_map, replkit_command, served_url
 from test_topic import read_events
 
 import app.chat as chat
@@ -60,7 +60,9 @@ async def test_post_get_and_stream_messages(serve: Callable[..., AiohttpConnecto
             page = await response.text()
             assert '<script src="/chat.js"></script>' in page
             assert "<script>" not in page  # no inline script: the CSP can forbid them
-            assert "script-src" not in response.headers["Content-Security-Policy"]
+            assert response.headers["Content-Security-Policy"].startswith(  # the default one
+                "object-src 'none'; script-src 'self' 'nonce-"
+            )
         async with session.get(f"{server.url}/chat.js") as response:
             assert response.headers["Content-Type"].startswith("text/javascript")
             assert "new EventSource" in await response.text()
@@ -143,8 +145,7 @@ class LiveChat:
         self.source = tmp_path / "app" / "chat.py"
         self.process = spawn(*replkit_command("serve", "app.chat", "--port", "0"), cwd=tmp_path)
         line = self.process.next_line()
-        assert line.startswith("serving on "), line
-        self.url = line.removeprefix("serving on ")
+        self.url = served_url(line)
 
     def edit(self, old: str, new: str) -> None:
         text = self.source.read_text()
