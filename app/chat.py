@@ -58,9 +58,9 @@ def post_message(request: dict) -> dict:
 def get_messages(_request: dict) -> dict:
     """The messages the topic keeps, and the id a first connection resumes from."""
     recent = messages.recent()
-    # Resuming from <epoch>-0 replays from the first event, so nothing published after
+    # Resuming from the start id replays from the first event, so nothing published after
     # this answer is missed even when the history is empty.
-    last = recent[-1][0] if recent else f"{messages.epoch}-0"
+    last = recent[-1][0] if recent else messages.start_id
     history = [{"id": ident, "text": event["data"]["text"]} for ident, event in recent]
     return {"status": 200, "body": {"messages": history, "last_event_id": last}}
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import os
 import re
 import secrets
 import threading
@@ -51,6 +52,9 @@ class _Subscriber:
     channel: EventChannel
     client: str
     slow: bool = field(default=False)
+    # Live events held back while the subscriber's replay is fetched (a Redis topic's);
+    # None once it is fed directly.
+    pending: list[bytes] | None = None
 
 
 class Topic:
@@ -62,7 +66,20 @@ class Topic:
     reconnects and resumes from the history, nothing is lost if ``history`` exceeds
     ``buffer``; ``"drop_oldest"`` drops that subscriber's oldest waiting event (lossy).
     Either is counted in :attr:`slow_clients` and logged once per client.
+
+    ``redis_url`` (or ``REPLKIT_REDIS_URL`` in the environment) keeps the topic in Redis,
+    shared by every worker: a :class:`~replkit.redis_topic.RedisTopic`, which needs a
+    ``name``.
     """
+
+    def __new__(cls, *args: Any, redis_url: str | None = None, **options: Any) -> Topic:
+        # A URL, given or in REPLKIT_REDIS_URL, puts the topic in Redis: the same code then
+        # serves one process or many.
+        if cls is Topic and (redis_url or os.environ.get("REPLKIT_REDIS_URL")):
+            from replkit.redis_topic import RedisTopic  # redis-py is needed only then
+
+            return super().__new__(RedisTopic)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -71,6 +88,7 @@ class Topic:
         slow: str = "disconnect",
         *,
         name: str | None = None,
+        redis_url: str | None = None,
     ) -> None:
         if isinstance(history, bool) or not isinstance(history, int) or history < 0:
             raise ValueError(f"Topic history must be a non-negative int, got {history!r}")
@@ -81,8 +99,8 @@ class Topic:
         self.history = history
         self.buffer = buffer
         self.slow = slow
-        self.epoch = secrets.token_hex(4)
-        self.name = name or f"topic {self.epoch}"
+        self._epoch = secrets.token_hex(4)
+        self.name = name or f"topic {self._epoch}"
         self._lock = threading.Lock()
         self._seq = 0
         self._events: deque[tuple[int, bytes, Any]] = deque(maxlen=history)
@@ -91,9 +109,19 @@ class Topic:
         self._dropped_events = 0
 
     @property
+    def epoch(self) -> str:
+        """8 hex digits drawn when the topic was made: the first part of every id."""
+        return self._epoch
+
+    @property
     def last_id(self) -> str:
-        """The id of the latest event published (``"<epoch>-0"`` before the first)."""
+        """The id of the latest event published (:attr:`start_id` before the first)."""
         return self._id(self._seq)
+
+    @property
+    def start_id(self) -> str:
+        """The id before the first event: resuming from it replays the whole history."""
+        return self._id(0)
 
     @property
     def subscribers(self) -> int:
@@ -116,34 +144,50 @@ class Topic:
         ``event`` is what :meth:`EventChannel.put` takes, without an ``id``: the topic
         gives one. Safe from any thread or coroutine; never blocks on a client, never waits.
         """
-        if isinstance(event, Mapping) and "id" in event:
-            raise ValueError(f"{self.name}: a published event gets its id from the topic, not 'id'")
+        self._check_event(event)
         body = encode_event(event)  # outside the lock, and before a bad event takes an id
-        slow: list[_Subscriber] = []
         with self._lock:
             self._seq += 1
             ident = self._id(self._seq)
             chunk = b"id: " + ident.encode() + b"\n" + body
             if self.history:
                 self._events.append((self._seq, chunk, event))
-            gone = []
-            drop_oldest = self.slow == "drop_oldest"
-            for subscriber in self._subscribers:
-                delivery = subscriber.channel._deliver(chunk, self.buffer, drop_oldest=drop_oldest)
-                if delivery is _Delivery.SENT:
-                    continue
-                if delivery is _Delivery.DROPPED_OLDEST:
-                    self._dropped_events += 1
-                if delivery is not _Delivery.CLOSED and not subscriber.slow:
-                    subscriber.slow = True
-                    self._slow_clients += 1
-                    slow.append(subscriber)
-                if delivery is not _Delivery.DROPPED_OLDEST:
-                    gone.append(subscriber)
-            self._subscribers.difference_update(gone)
+            slow = self._fan_out(chunk)
         for subscriber in slow:
             self._handle_slow(subscriber)
         return ident
+
+    def _check_event(self, event: Any) -> None:
+        if isinstance(event, Mapping) and "id" in event:
+            raise ValueError(f"{self.name}: a published event gets its id from the topic, not 'id'")
+
+    async def apublish(self, event: Any) -> str:
+        """:meth:`publish` for ``async def`` code: never blocks the event loop, whether the
+        topic is in this process or in Redis."""
+        return self.publish(event)
+
+    def _fan_out(self, chunk: bytes) -> list[_Subscriber]:
+        """Under the lock: hand ``chunk`` to every subscriber; the ones that just turned
+        slow, for :meth:`_handle_slow` once the lock is released."""
+        slow, gone = [], []
+        drop_oldest = self.slow == "drop_oldest"
+        for subscriber in self._subscribers:
+            if subscriber.pending is not None:
+                subscriber.pending.append(chunk)
+                continue
+            delivery = subscriber.channel._deliver(chunk, self.buffer, drop_oldest=drop_oldest)
+            if delivery is _Delivery.SENT:
+                continue
+            if delivery is _Delivery.DROPPED_OLDEST:
+                self._dropped_events += 1
+            if delivery is not _Delivery.CLOSED and not subscriber.slow:
+                subscriber.slow = True
+                self._slow_clients += 1
+                slow.append(subscriber)
+            if delivery is not _Delivery.DROPPED_OLDEST:
+                gone.append(subscriber)
+        self._subscribers.difference_update(gone)
+        return slow
 
     async def subscribe(self, event_chan: EventChannel, context: Context) -> None:
         """Feed ``event_chan`` from this topic until its stream ends.
@@ -189,20 +233,17 @@ class Topic:
     def _missed_since(self, last_id: str | None) -> list[bytes]:
         if not last_id:
             return []
-        match = _ID.fullmatch(last_id)
-        if match is None:
-            return [self._resync(last_id, "malformed")]
-        if match["epoch"] != self.epoch or int(match["seq"]) > self._seq:
-            return [self._resync(last_id, "epoch")]
-        seq = int(match["seq"])
         oldest = self._events[0][0] if self._events else self._seq + 1
-        if seq + 1 < oldest:
-            return [self._resync(last_id, "expired")]
+        seq, reason = place(last_id, self.epoch, self._seq, oldest)
+        if reason is not None:
+            return [self._resync(last_id, reason)]
         return [chunk for _, chunk, _ in itertools.islice(self._events, seq + 1 - oldest, None)]
 
-    def _resync(self, last_id: str, reason: str) -> bytes:
+    def _resync(self, last_id: str, reason: str, latest: str | None = None) -> bytes:
+        """The ``resync`` event for a client at ``last_id``, carrying the id it resumes from
+        (``latest``, by default the topic's last)."""
         data = {"reason": reason, "last_event_id": last_id}
-        return encode_event({"name": "resync", "id": self.last_id, "data": data})
+        return encode_event({"name": "resync", "id": latest or self.last_id, "data": data})
 
     def _handle_slow(self, subscriber: _Subscriber) -> None:
         if self.slow == "disconnect":
@@ -226,6 +267,20 @@ class Topic:
             f"<Topic {self.name} last_id={self.last_id} subscribers={self.subscribers} "
             f"slow_clients={self.slow_clients}>"
         )
+
+
+def place(last_id: str, epoch: str, latest: int, oldest: int) -> tuple[int, str | None]:
+    """Where ``last_id`` stands in a topic of ``epoch`` whose events ``oldest`` to ``latest``
+    are kept: its sequence number, or why it cannot be placed (the ``resync`` reason)."""
+    match = _ID.fullmatch(last_id)
+    if match is None:
+        return 0, "malformed"
+    seq = int(match["seq"])
+    if match["epoch"] != epoch or seq > latest:
+        return 0, "epoch"
+    if seq + 1 < oldest:
+        return 0, "expired"
+    return seq, None
 
 
 def topic_stream(topic: Topic, *, name: str | None = None, **options: Any) -> Interceptor:

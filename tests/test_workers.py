@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import time
@@ -9,7 +11,17 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Process, replkit_command, served_url, wait_until
+import aiohttp
+import pytest
+from conftest import (
+    ROOT,
+    Process,
+    RedisServer,
+    replkit_command,
+    served_url,
+    until,
+    wait_until,
+)
 
 PID_APP = """\
 import asyncio
@@ -130,3 +142,168 @@ def test_workers_with_hot_reload_are_refused_in_one_line(
         "replkit: --workers runs production workers, which never reload: add --no-watch "
         "(hot reload is for one process, replkit serve or replkit repl)"
     ]
+
+
+NEWS_APP = """\
+import os
+
+import replkit.aiohttp as hk
+from replkit import connector as conn
+from replkit import sse
+from replkit.lifecycle import defonce
+
+# REPLKIT_REDIS_URL puts the topic in Redis: one topic for every worker.
+news = defonce("news", lambda: sse.Topic(history=10_000, buffer=1000, name="news"))
+
+
+def publish(request):
+    event = {"name": "n", "data": request["json_params"]}
+    return {"status": 200, "body": {"id": news.publish(event), "worker": os.getpid()}}
+
+
+def start(request):
+    return {"status": 200, "body": {"start": news.start_id}}
+
+
+def worker_header(context):
+    response = context.get("response")
+    if response is None:
+        return context
+    headers = {**(response.get("headers") or {}), "X-Worker": str(os.getpid())}
+    return {**context, "response": {**response, "headers": headers}}
+
+
+def create_connector():
+    connector_map = conn.default_connector_map(0, "127.0.0.1")
+    connector_map = conn.with_default_interceptors(connector_map)
+    connector_map = conn.with_interceptors(connector_map, {"name": "pid", "leave": worker_header})
+    routes = [
+        ("/events", "get", sse.topic_stream(news, heartbeat_delay=1)),
+        ("/publish", "post", publish),
+        ("/start", "get", start),
+    ]
+    return hk.create_connector(conn.with_routes(connector_map, routes))
+"""
+
+
+class Client:
+    """One stream client that, as EventSource does, reconnects with ``Last-Event-ID`` when
+    its connection ends, and keeps the ids it received."""
+
+    def __init__(self, url: str, start: str) -> None:
+        self.url = url
+        self.last_id = start
+        self.ids: list[str] = []
+        self.workers: list[int] = []
+
+    async def run(self, session: aiohttp.ClientSession, count: int) -> None:
+        while len(self.ids) < count:
+            try:
+                async with session.get(
+                    f"{self.url}/events", headers={"Last-Event-ID": self.last_id}
+                ) as response:
+                    self.workers.append(int(response.headers["X-Worker"]))
+                    async for line in response.content:
+                        if line.startswith(b"id: "):
+                            self.last_id = line[4:].decode().strip()
+                            self.ids.append(self.last_id)
+                            if len(self.ids) >= count:
+                                return
+            except (aiohttp.ClientError, ConnectionError):
+                await asyncio.sleep(0.1)  # EventSource's retry delay, shortened
+
+
+async def publish_through_workers(url: str, count: int) -> tuple[list[str], set[int]]:
+    """Publish ``count`` events, each on a fresh connection so the kernel picks a worker."""
+    ids, workers = [], set()
+    async with aiohttp.ClientSession() as session:
+        for i in range(count):
+            async with session.post(
+                f"{url}/publish", json={"i": i}, headers={"Connection": "close"}
+            ) as response:
+                answer = await response.json()
+            ids.append(answer["id"])
+            workers.add(answer["worker"])
+    return ids, workers
+
+
+@pytest.mark.timeout(120)
+async def test_four_workers_two_thousand_clients_every_event_once_in_order(
+    tmp_path: Path, spawn: Callable[..., Process], redis_server: RedisServer
+) -> None:
+    (tmp_path / "news.py").write_text(NEWS_APP)
+    process = spawn(
+        *replkit_command("serve", "news", "--port", "0", "--workers", "4", "--no-watch"),
+        cwd=tmp_path,
+        env={"REPLKIT_REDIS_URL": redis_server.url},
+    )
+    url = served_url(process.next_line())
+    wait_until(lambda: len(workers_of(process.proc.pid)) == 4, 10, "four workers")
+    async with aiohttp.ClientSession() as session:
+        start = await _start_id(session, url)
+    clients = [Client(url, start) for _ in range(2000)]
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        gate = asyncio.Semaphore(250)
+
+        async def connect_then_read(client: Client) -> None:
+            async with gate:  # connecting in waves; reading all at once
+                await asyncio.sleep(0)
+            await client.run(session, 30)
+
+        readers = asyncio.gather(*(connect_then_read(c) for c in clients))
+        ids, publishers = await publish_through_workers(url, 30)
+        await asyncio.wait_for(readers, 90)
+    assert len(publishers) > 1, "every event was published through one worker"
+    assert len({c.workers[0] for c in clients}) == 4, "the clients did not reach every worker"
+    for client in clients:
+        assert client.ids == ids  # every event, once, in order, whichever worker served it
+
+
+async def _start_id(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(f"{url}/start") as response:
+        return (await response.json())["start"]
+
+
+@pytest.mark.timeout(120)
+async def test_clients_of_a_killed_worker_resume_elsewhere_with_no_gap(
+    tmp_path: Path, spawn: Callable[..., Process], redis_server: RedisServer
+) -> None:
+    (tmp_path / "news.py").write_text(NEWS_APP)
+    process = spawn(
+        *replkit_command("serve", "news", "--port", "0", "--workers", "3", "--no-watch"),
+        cwd=tmp_path,
+        env={"REPLKIT_REDIS_URL": redis_server.url},
+    )
+    url = served_url(process.next_line())
+    supervisor = process.proc.pid
+    wait_until(lambda: len(workers_of(supervisor)) == 3, 10, "three workers")
+    async with aiohttp.ClientSession() as session:
+        start = await _start_id(session, url)
+    browsers = [
+        await asyncio.create_subprocess_exec(
+            "node", str(ROOT / "tests" / "js" / "eventsource-client.mjs"),
+            f"{url}/events?lastEventId={start}", "n", "25", "40000",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(6)
+    ]  # fmt: skip
+    clients = [Client(url, start) for _ in range(60)]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        readers = asyncio.gather(*(c.run(session, 25) for c in clients))
+        published, _ = await publish_through_workers(url, 10)
+        await until(lambda: all(len(c.ids) >= 10 for c in clients), 20, "the first ten events")
+        # Every worker killed in turn, mid-stream: every client loses its connection once.
+        for victim in workers_of(supervisor):
+            os.kill(victim, signal.SIGKILL)
+            await until(lambda v=victim: len(w := workers_of(supervisor)) == 3 and v not in w, 10)
+            published += (await publish_through_workers(url, 5))[0]
+        await asyncio.wait_for(readers, 60)
+    for client in clients:
+        assert len(client.workers) > 1 and client.ids == published
+    for browser in browsers:
+        out, _ = await asyncio.wait_for(browser.communicate(), 50)
+        assert browser.returncode == 0, out
+        got = [json.loads(line) for line in out.decode().splitlines()]
+        assert any("error" in line for line in got)  # it lost its worker, and came back
+        assert [event["lastEventId"] for event in got if "lastEventId" in event] == published
