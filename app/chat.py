@@ -8,6 +8,8 @@ the live messages, and reconnects by itself. Serve it with ``replkit serve app.c
 
 from pathlib import Path
 
+from aiohttp import web
+
 import replkit.aiohttp as hk
 import replkit.connector as conn
 import replkit.sse as sse
@@ -82,6 +84,12 @@ def create_connector() -> hk.AiohttpConnector:
     connector_map = conn.with_default_interceptors(connector_map)
     connector_map = conn.with_routes(connector_map, routes)
     return hk.create_connector(connector_map, None)
+
+
+async def gunicorn_app() -> web.Application:
+    """For gunicorn's aiohttp worker: ``gunicorn app.chat:gunicorn_app --worker-class
+    aiohttp.GunicornWebWorker``, with ``REPLKIT_REDIS_URL`` set so the workers share the topic."""
+    return hk.application(create_connector())
 
 
 def __after_reload__() -> None:

@@ -64,6 +64,7 @@ __all__ = [
     "AiohttpConnector",
     "RequestBody",
     "ServerError",
+    "application",
     "create_connector",
 ]
 
@@ -84,6 +85,27 @@ def create_connector(
     requests get to finish on stop, after every event stream has been closed.
     """
     return AiohttpConnector(connector_map, options)
+
+
+def application(connector: AiohttpConnector) -> web.Application:
+    """``connector``'s chain as an aiohttp ``web.Application``, for servers that run aiohttp
+    apps themselves, such as gunicorn's ``aiohttp.GunicornWebWorker``::
+
+        async def gunicorn_app():     # gunicorn app.chat:gunicorn_app
+            return application(create_connector())  # --worker-class aiohttp.GunicornWebWorker
+
+    Every request, whatever its method and path, runs the chain; stopping the application
+    ends the streams, as stopping the connector does. There is no reload: that is
+    ``replkit serve``'s.
+    """
+    app = web.Application(client_max_size=connector.max_body_size)
+    app.router.add_route("*", "/{path:.*}", connector.handle)
+
+    async def end_streams(_app: web.Application) -> None:
+        await connector.shutdown()
+
+    app.on_shutdown.append(end_streams)
+    return app
 
 
 class AiohttpConnector(Connector):

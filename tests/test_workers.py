@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from conftest import (
     ROOT,
     Process,
     RedisServer,
+    free_port,
     replkit_command,
     served_url,
     until,
@@ -48,6 +50,10 @@ def create_connector():
     ]
     connector_map = conn.default_connector_map(0, "127.0.0.1")
     return hk.create_connector(conn.with_routes(connector_map, routes))
+
+
+async def gunicorn_app():  # gunicorn news:gunicorn_app --worker-class aiohttp.GunicornWebWorker
+    return hk.application(create_connector())
 """
 
 
@@ -183,6 +189,10 @@ def create_connector():
         ("/start", "get", start),
     ]
     return hk.create_connector(conn.with_routes(connector_map, routes))
+
+
+async def gunicorn_app():  # gunicorn news:gunicorn_app --worker-class aiohttp.GunicornWebWorker
+    return hk.application(create_connector())
 """
 
 
@@ -307,3 +317,41 @@ async def test_clients_of_a_killed_worker_resume_elsewhere_with_no_gap(
         got = [json.loads(line) for line in out.decode().splitlines()]
         assert any("error" in line for line in got)  # it lost its worker, and came back
         assert [event["lastEventId"] for event in got if "lastEventId" in event] == published
+
+
+@pytest.mark.timeout(60)
+async def test_the_same_app_under_gunicorn_with_aiohttps_worker(
+    tmp_path: Path, spawn: Callable[..., Process], redis_server: RedisServer
+) -> None:
+    (tmp_path / "news.py").write_text(NEWS_APP)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    gunicorn = spawn(
+        sys.executable, "-m", "gunicorn", "news:gunicorn_app",
+        "--worker-class", "aiohttp.GunicornWebWorker", "--workers", "2",
+        "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "1",
+        cwd=tmp_path,
+        env={"REPLKIT_REDIS_URL": redis_server.url},
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        start = await until_answered(session, f"{url}/start")
+        client = Client(url, start)
+        reader = asyncio.ensure_future(client.run(session, 10))
+        published, workers = await publish_through_workers(url, 10)
+        await asyncio.wait_for(reader, 20)
+    assert client.ids == published and len(workers) == 2
+    gunicorn.proc.send_signal(signal.SIGTERM)
+    assert gunicorn.finish(timeout=10) == 0
+
+
+async def until_answered(session: aiohttp.ClientSession, url: str) -> str:
+    """The start id, once gunicorn's workers answer."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            async with session.get(url) as response:
+                return (await response.json())["start"]
+        except aiohttp.ClientConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
