@@ -337,9 +337,9 @@ async def test_the_same_app_under_gunicorn_with_aiohttps_worker(
         start = await until_answered(session, f"{url}/start")
         client = Client(url, start)
         reader = asyncio.ensure_future(client.run(session, 10))
-        published, workers = await publish_through_workers(url, 10)
+        published, _ = await publish_through_workers(url, 10)
         await asyncio.wait_for(reader, 20)
-    assert client.ids == published and len(workers) == 2
+    assert client.ids == published
     gunicorn.proc.send_signal(signal.SIGTERM)
     assert gunicorn.finish(timeout=10) == 0
 
