@@ -121,14 +121,7 @@ def test_the_page_resumes_after_the_server_drops_its_stream(
     replacement = create_connector(app_map(chat.routes, port=server.bound_port), None)
     try:
         replacement.take_over(server, drop_streams=True)  # restart(drop_streams=True)
-        browser.wait_for("reconnecting")
-        texts += [f"while away {i}" for i in range(3)]
-        for text in texts[-3:]:
-            post(replacement.url, text)
-        browser.wait_for("open", 2)
-        texts += ["back", "the end"]
-        for text in texts[-2:]:
-            post(replacement.url, text)
+        texts += away_and_back(browser, replacement.url)
         browser.wait_for_message("the end")
     finally:
         replacement.stop()
@@ -168,15 +161,21 @@ def test_the_page_resumes_across_a_hot_reload_of_the_chat_module(
     # The reloaded module publishes upper-case text; its __after_reload__ ends the open
     # streams, and the page must come back to the same topic (defonce), not a new one.
     app.edit('{"text": text}})', '{"text": text.upper()}})')
-    browser.wait_for("reconnecting")
-    texts += [f"while away {i}" for i in range(3)]
-    for text in texts[-3:]:
-        post(app.url, text)
-    browser.wait_for("open", 2)
-    texts += ["back", "the end"]
-    for text in texts[-2:]:
-        post(app.url, text)
+    texts += away_and_back(browser, app.url)
     browser.wait_for_message("THE END")
     check_resumed(browser, texts)
     assert [text for _, text in browser.messages()[-3:]] == ["WHILE AWAY 2", "BACK", "THE END"]
     assert app.process.wait_for_line(lambda line: line.startswith("reloaded app.chat in"))
+
+
+def away_and_back(browser: Browser, url: str) -> list[str]:
+    """Post three messages while the page reconnects and two once it is back; their texts."""
+    browser.wait_for("reconnecting")
+    away = [f"while away {i}" for i in range(3)]
+    for text in away:
+        post(url, text)
+    browser.wait_for("open", 2)
+    back = ["back", "the end"]
+    for text in back:
+        post(url, text)
+    return away + back
