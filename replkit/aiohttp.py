@@ -50,14 +50,8 @@ from multidict import CIMultiDict
 from replkit import http
 from replkit.errors import ReplkitError
 from replkit.interceptor import Context, InterceptorError, execute, interceptor, terminate_when
-from replkit.server import (
-    ACCESS_LOG,
-    DEFAULT_SHUTDOWN_GRACE,
-    Connector,
-    Limits,
-    LogThrottle,
-    ServerError,
-)
+from replkit.limits import Limits, LogThrottle
+from replkit.server import ACCESS_LOG, DEFAULT_SHUTDOWN_GRACE, Connector, ServerError
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",

@@ -25,7 +25,7 @@ The keys a map may have, besides ``host``, ``port``, ``interceptors`` and
   ``127.0.0.1 GET /path 200 1.2 ms``), ``False``, or a :class:`logging.Logger`.
 - ``max_connections`` (default 10,000), ``header_timeout`` (10 s) and ``keepalive_timeout``
   (15 s): the server's protections against clients that hold connections (see
-  :class:`replkit.server.Limits`); read when the server starts listening.
+  :class:`replkit.limits.Limits`); read when the server starts listening.
 
 :func:`start`, :func:`stop` and :func:`restart` are made for a REPL: starting what already
 runs, or stopping what is stopped, prints one line instead of failing, and ``restart``
