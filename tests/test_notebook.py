@@ -15,7 +15,7 @@ from conftest import ROOT, free_port, wait_until
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
-from test_hot_reload import SHAPES_APP, SHAPES_HANDLERS
+from test_hot_reload import AIOHTTP_APP, SHAPES_APP, SHAPES_HANDLERS
 
 
 def texts(cell: Any) -> str:
@@ -269,3 +269,31 @@ async def fetch(url):
 
 def _get(k: Kernel, url: str) -> str:
     return k.run(f"print(await fetch({url + '/'!r}))")[0].strip()
+
+
+def test_a_plain_aiohttp_app_in_a_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPLKIT_PORT", raising=False)
+    source = tmp_path / "web_app.py"
+    source.write_text(AIOHTTP_APP)
+    k = Kernel(tmp_path)
+    try:
+        k.run("%load_ext replkit\nimport aiohttp, threading")
+        out, err, error = k.run("%replkit start web_app:create_app --port 0")
+        assert error is None, err
+        (url,) = re.findall(r"web_app:create_app serving on (http://localhost:\d+)", out)
+        k.run(FETCHER)
+        assert _get(k, url) == "page v1"
+        k.run(f"stream = asyncio.ensure_future(fetch({url + '/ticks'!r}))")
+        source.write_text(AIOHTTP_APP.replace('VERSION = "v1"', 'VERSION = "v2"'))
+        wait_until(lambda: _get(k, url) == "page v2", 10, "the save to be served")
+        out = k.run("print(await stream)")[0]
+        assert [line for line in out.splitlines() if line.startswith("data:")] == [
+            f"data: v1 {i}" for i in range(40)
+        ]
+        log = tmp_path / "hooks.log"
+        wait_until(lambda: "cleanup v1" in log.read_text(), 10, "the replaced app's cleanup")
+        k.run("%replkit stop")
+        assert log.read_text().splitlines()[-1] == "cleanup v2"
+        assert replkit_threads(k) == "[]\n"
+    finally:
+        k.close()

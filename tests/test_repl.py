@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, free_port, wait_until
-from test_hot_reload import SHAPES_APP, SHAPES_HANDLERS, fetch
+from test_hot_reload import AIOHTTP_APP, SHAPES_APP, SHAPES_HANDLERS, fetch
 
 
 class Terminal:
@@ -219,5 +219,34 @@ def test_an_app_with_only_create_connector_in_the_repl(tmp_path: Path) -> None:
         terminal.type("exit()")
         wait_until(lambda: not terminal.alive(), what="ptpython to exit")
         assert fetch(url).startswith("error:")
+    finally:
+        terminal.close()
+
+
+def test_a_plain_aiohttp_app_in_the_repl(tmp_path: Path) -> None:
+    source = tmp_path / "web_app.py"
+    source.write_text(AIOHTTP_APP)
+    port = free_port()
+    url = f"http://localhost:{port}"
+    command = [sys.executable, "-m", "replkit", "repl", "web_app:create_app", "--port", str(port)]
+    terminal = Terminal(command, tmp_path)
+    try:
+        banner = terminal.shows(">>>", 20)
+        assert f"web_app:create_app serving on {url}" in banner
+        assert fetch(url) == "page v1"
+        curl = subprocess.Popen(["curl", "-sN", f"{url}/ticks"], stdout=subprocess.PIPE)
+        source.write_text(AIOHTTP_APP.replace('VERSION = "v1"', 'VERSION = "v2"'))
+        wait_until(lambda: fetch(url) == "page v2", what="the save to be served")
+        out, _ = curl.communicate(timeout=15)
+        assert [line for line in out.decode().splitlines() if line.startswith("data:")] == [
+            f"data: v1 {i}" for i in range(40)
+        ]
+        terminal.type("restart()")
+        terminal.type("web_app.VERSION")
+        terminal.shows("'v2'")
+        wait_until(lambda: "cleanup v1" in (tmp_path / "hooks.log").read_text(), what="cleanup")
+        terminal.type("exit()")
+        wait_until(lambda: not terminal.alive(), what="ptpython to exit")
+        assert (tmp_path / "hooks.log").read_text().splitlines()[-1] == "cleanup v2"
     finally:
         terminal.close()
