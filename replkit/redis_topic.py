@@ -187,9 +187,15 @@ class RedisTopic(Topic):
         finally:
             with self._lock:
                 self._subscribers.discard(subscriber)
-                if not self._subscribers and self._reader is not None:
-                    self._reader.cancel()
+                reader = self._reader if not self._subscribers else None
+                if reader is not None:
                     self._reader = None
+            if reader is not None:
+                # The last stream here ends the reader, and waits for it: a server that
+                # stops next must not close the loop under a reader still closing its
+                # connection.
+                reader.cancel()
+                await asyncio.wait([reader])
 
     # The reader: one task per topic per worker, while the topic has subscribers here.
 

@@ -590,6 +590,12 @@ class _BackgroundLoop:
         try:
             loop.run_forever()
         finally:
+            # What still runs (a topic's reader, a stream's producer) ends as it would under
+            # asyncio.run: cancelled, and awaited, before the loop closes.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
