@@ -95,7 +95,8 @@ class StreamClient(asyncio.Protocol):
                 self.streams.refused += 1
             data, self._head = self._head[end + 4 :], b""
             self.streams.answered.add()
-            self.head.set_result(None)
+            if not self.head.done():  # cancelled when the opening timed out
+                self.head.set_result(None)
         seen = self._tail + data
         count = seen.count(DATA)
         self._tail = seen[-(len(DATA) - 1) :]
@@ -154,9 +155,13 @@ async def open_streams(
                 # Holding the gate until the head arrives keeps `at_once` requests in flight.
                 await client.head
 
-    async with asyncio.timeout(timeout):
-        await asyncio.gather(*(one() for _ in range(count)))
-        await streams.answered.reach(target, timeout)
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(one() for _ in range(count)))
+            await streams.answered.reach(target, timeout)
+    except TimeoutError:
+        answered = streams.answered.value - target + count
+        raise TimeoutError(f"{answered} of {count} streams answered within {timeout:g} s") from None
     return streams
 
 

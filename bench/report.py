@@ -1,6 +1,6 @@
 """Tables and charts of the runs: the table printed after each scenario, ``RESULTS.md``
 with the machine, the issue's summary, a table and a chart per scenario, and where the time
-goes (``bench/profiles``)."""
+goes (``bench/profiles/where-the-time-goes.md``, then ``summary.md``)."""
 
 from __future__ import annotations
 
@@ -214,9 +214,11 @@ def write(directory: Path, runs: Sequence[Run], scenarios: Sequence[Scenario]) -
             if scenario.key in run.samples:
                 lines += [f"{run.label}:", "", markdown_table(scenario_rows(run, scenario)), ""]
         lines += [f"![{scenario.title}](charts/{chart_path.name})", ""]
-    profiles = HERE / "profiles" / "summary.md"
-    if profiles.exists():
-        lines += [profiles.read_text().strip(), ""]
+    # Where the time goes: the reading of the profiles (by hand), then their top entries
+    # (written by `python -m bench.profile`).
+    for part in ("where-the-time-goes.md", "summary.md"):
+        if (HERE / "profiles" / part).exists():
+            lines += [(HERE / "profiles" / part).read_text().strip(), ""]
     path = directory / "RESULTS.md"
     path.write_text("\n".join(lines))
     return path

@@ -13,12 +13,15 @@ from bench.procs import ROOT, Server, free_port
 
 @dataclass(frozen=True)
 class Contender:
-    """A server under test: ``command(port)`` starts it on ``port`` of 127.0.0.1."""
+    """A server under test: ``command(port)`` starts it on ``port`` of 127.0.0.1.
+    ``scale``: the share of a volume scenario's events it gets, for a contender so slow that
+    the full volume would not fit the run's time (a rate does not depend on the volume)."""
 
     key: str
     title: str
     command: Callable[[int], Sequence[str]]
     replkit: bool = False
+    scale: float = 1.0
 
     def server(self, env: Mapping[str, str] | None = None, cwd: Path = ROOT) -> Server:
         """An unstarted :class:`~bench.procs.Server` of this contender on a free port, run

@@ -3,7 +3,7 @@
 One client opens ``GET /burst?n=N``; each server sends ``N`` events ``data: <i>`` as fast
 as its library lets it, then ends the stream. The figure is ``N`` divided by the time from
 sending the request until the client has counted the ``N``-th event. FastAPI's native SSE
-gets a burst a tenth the size (it is about ten times slower, and events per second do not
+gets a burst a tenth the size (it is about ten times slower; events per second do not
 depend on the size once it is large).
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.client import close_all, open_streams
-from bench.contenders import AIOHTTP_SSE, FASTAPI, STREAMING
+from bench.contenders import AIOHTTP_SSE, STREAMING
 from bench.scenario import Contender, Measure, Metric, Scenario, Target
 
 
@@ -31,7 +31,7 @@ async def _burst(port: int, n: int, timeout: float) -> float:
 
 def measure(contender: Contender, sizes: Mapping[str, Any]) -> dict[str, Measure]:
     """One burst against a fresh server, after a small one to warm it up."""
-    n = sizes["events"] // (10 if contender.key == FASTAPI.key else 1)
+    n = int(sizes["events"] * contender.scale)
     with contender.server() as server:
         asyncio.run(_burst(server.port, max(1, n // 100), 30))
         return {"events_per_s": Measure(asyncio.run(_burst(server.port, n, 60)))}

@@ -85,7 +85,7 @@ SCENARIO = Scenario(
     contenders=STREAMING,
     measure=measure,
     sizes={
-        "full": {"few": 1_000, "many": 10_000, "events": 5},
+        "full": {"few": 1_000, "many": 10_000, "events": 3},
         "smoke": {"few": 10, "many": 50, "events": 1},
     },
     reps=2,
