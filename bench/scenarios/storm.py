@@ -59,4 +59,5 @@ SCENARIO = Scenario(
     contenders=STREAMING,
     measure=measure,
     sizes={"full": {"clients": 5_000}, "smoke": {"clients": 50}},
+    reps=2,
 )
