@@ -1,5 +1,6 @@
 # make run   set up .venv and open the REPL on the guide's demo, serving on localhost:8890
 # make test  set up everything the tests need and run them all
+# make bench replkit against its peers, side by side: bench/RESULTS.md (about 10 minutes)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,9 +15,13 @@ MADE_WITH := $(VENV)/.python-$(PYTHON_VERSION)
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := tests/js/node_modules/.installed
 SYSTEM_INSTALLED := $(VENV)/.system-deps
+# The peers the benchmark compares replkit with live in an environment of their own.
+PEERS := bench/.venv-peers
+PEERS_INSTALLED := $(PEERS)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: run test lint format clean setup
+.PHONY: run test lint format clean setup bench bench-env bench-profile
 
 run: $(INSTALLED)
 	$(BIN)/replkit repl app.sse_demo
@@ -24,7 +29,16 @@ run: $(INSTALLED)
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: $(INSTALLED) $(NODE_INSTALLED) $(SYSTEM_INSTALLED)
+setup: $(INSTALLED) $(NODE_INSTALLED) $(SYSTEM_INSTALLED) $(PEERS_INSTALLED)
+
+# make bench BENCH_ARGS="--label after" records a run beside the committed "before" one.
+bench: bench-env
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-profile: bench-env
+	$(BIN)/python -m bench.profile
+
+bench-env: $(INSTALLED) $(SYSTEM_INSTALLED) $(PEERS_INSTALLED)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -55,6 +69,15 @@ $(NODE_INSTALLED): tests/js/package-lock.json $(SYSTEM_INSTALLED)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 	touch $@
 
+# aiohttp is pinned to the project's version: replkit and bare aiohttp run the same one.
+$(PEERS_INSTALLED): bench/requirements-peers.txt $(INSTALLED)
+	rm -rf $(PEERS)
+	$(PYTHON_EXE) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet -r bench/requirements-peers.txt \
+		"aiohttp==$$($(BIN)/python -c 'import aiohttp; print(aiohttp.__version__)')"
+	touch $@
+
 clean:
-	rm -rf $(VENV) tests/js/node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) tests/js/node_modules .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -4,7 +4,7 @@ Creates a throwaway package of a few modules (one importing another, as a handle
 imports its helpers), starts a Reloader on it with aiohttp loaded (so ``sys.modules`` is the
 size of a real server's), then saves a module N times, each save a pause after the previous
 reload finished, and prints the median and p90 of the time from the write to the end of the
-reload (its report). Run: ``python benchmarks/reload_latency.py [--n 30]``.
+reload (its report). Run: ``python -m bench.reload_latency [--n 30]``.
 """
 
 from __future__ import annotations

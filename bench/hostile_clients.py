@@ -4,7 +4,7 @@ Serves ``app.sse_demo`` in a child process, then measures (1) how long a normal 
 takes while N idle connections are held open, and how many of them the server closed to
 make room, and (2) how much the server's resident memory grows while K clients POST a
 1 MiB body each, at once, to a path that has no route (the body is never read).
-Run: ``python benchmarks/hostile_clients.py [--idle 10000] [--posts 300]``.
+Run: ``python -m bench.hostile_clients [--idle 10000] [--posts 300]``.
 """
 
 from __future__ import annotations

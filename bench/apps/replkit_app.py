@@ -1,0 +1,91 @@
+"""The benchmark's routes (``bench/apps/common.py``) in replkit, in the guide's forms.
+
+Served as users serve an app: ``replkit serve bench.apps.replkit_app --no-watch``, which
+logs every response at INFO (the access log is on by default).
+"""
+
+from __future__ import annotations
+
+import replkit.aiohttp as hk
+import replkit.connector as conn
+import replkit.sse as sse
+from bench.apps.common import (
+    DISCONNECTS,
+    HEARTBEAT,
+    HELLO,
+    TOPIC_BUFFER,
+    noticed_disconnect,
+    publish_many,
+)
+from replkit import interceptor
+
+topic = sse.Topic(buffer=TOPIC_BUFFER, name="bench")
+
+
+def home_page(_request: dict) -> dict:
+    """``GET /``: the guide's home page."""
+    return {"status": 200, "body": HELLO}
+
+
+async def burst_ready(event_chan: sse.EventChannel, context: dict) -> None:
+    """Send ``n`` events as fast as the channel takes them, then end the stream."""
+    for i in range(int(context["request"]["query_params"]["n"])):
+        await event_chan.send({"data": i})
+    event_chan.close()
+
+
+async def idle_ready(_event_chan: sse.EventChannel, _context: dict) -> None:
+    """Send nothing: the stream stays open with heartbeats until the client leaves."""
+
+
+burst = interceptor.interceptor(
+    {
+        "name": f"{__name__}/burst",
+        "enter": lambda context: sse.start_stream(burst_ready, context, HEARTBEAT),
+    }
+)
+idle = interceptor.interceptor(
+    {
+        "name": f"{__name__}/idle",
+        "enter": lambda context: sse.start_stream(
+            idle_ready, context, HEARTBEAT, on_client_disconnect=noticed_disconnect
+        ),
+    }
+)
+
+
+def disconnects(_request: dict) -> dict:
+    """``GET /disconnects``: when the app noticed streams end."""
+    return {"status": 200, "body": {"disconnects": DISCONNECTS}}
+
+
+def subscribers(_request: dict) -> dict:
+    """``GET /subscribers``: how many streams the topic feeds."""
+    return {"status": 200, "body": {"subscribers": topic.subscribers}}
+
+
+async def publish(request: dict) -> dict:
+    """``POST /publish?n=N&size=B``: publish ``N`` events of ``B`` bytes to the topic."""
+    params = request["query_params"]
+    await publish_many(topic.publish, int(params["n"]), int(params["size"]))
+    return {"status": 200, "body": {"published": int(params["n"])}}
+
+
+routes = {
+    ("/", "get", home_page),
+    ("/burst", "get", burst),
+    ("/idle", "get", idle),
+    ("/disconnects", "get", disconnects),
+    ("/topic", "get", sse.topic_stream(topic, heartbeat_delay=HEARTBEAT)),
+    ("/subscribers", "get", subscribers),
+    ("/publish", "post", publish),
+}
+
+
+def create_connector() -> hk.AiohttpConnector:
+    """The guide's connector map; room for 10,000 streams plus the benchmark's own requests
+    (the default cap is 10,000 connections)."""
+    connector_map = conn.default_connector_map(8890) | {"max_connections": 12_000}
+    connector_map = conn.with_default_interceptors(connector_map)
+    connector_map = conn.with_routes(connector_map, routes)
+    return hk.create_connector(connector_map, None)

@@ -1,0 +1,48 @@
+"""The servers the stream and request scenarios compare: replkit and its peers, each
+running the benchmark's routes (:mod:`bench.apps.common`) as its users run an app."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bench.procs import PEERS_PYTHON, PROJECT_PYTHON
+from bench.scenario import Contender
+
+
+def _uvicorn(app: str, port: int) -> list[str]:
+    return [PEERS_PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+
+
+REPLKIT = Contender(
+    "replkit",
+    "replkit",
+    lambda port: [PROJECT_PYTHON, "-m", "replkit", "serve", "bench.apps.replkit_app",
+                  "--host", "127.0.0.1", "--port", str(port), "--no-watch"],
+    replkit=True,
+)  # fmt: skip
+AIOHTTP_SSE = Contender(
+    "aiohttp_sse",
+    "aiohttp-sse",
+    lambda port: [PEERS_PYTHON, "-m", "bench.peers.aiohttp_sse_app", str(port)],
+)
+BARE_AIOHTTP = Contender("aiohttp", "bare aiohttp", AIOHTTP_SSE.command)
+"""The same process as :data:`AIOHTTP_SSE`: its ``GET /`` is a bare aiohttp handler."""
+SSE_STARLETTE = Contender(
+    "sse_starlette", "sse-starlette", lambda port: _uvicorn("bench.peers.starlette_app:app", port)
+)
+FASTAPI = Contender(
+    "fastapi",
+    "FastAPI SSE",
+    lambda port: _uvicorn("bench.peers.fastapi_app:app", port),
+    scale=0.1,  # about ten times slower per event than the others
+)
+
+STREAMING = (REPLKIT, AIOHTTP_SSE, SSE_STARLETTE, FASTAPI)
+"""The contenders of the event-stream scenarios."""
+REQUESTS = (
+    REPLKIT,
+    BARE_AIOHTTP,
+    replace(SSE_STARLETTE, key="starlette", title="Starlette"),
+    replace(FASTAPI, title="FastAPI", scale=1.0),
+)
+"""The contenders of the requests-per-second scenario."""

@@ -1,0 +1,91 @@
+"""The benchmark's routes (``bench/apps/common.py``) on aiohttp with aiohttp-sse.
+
+``GET /`` is a bare aiohttp handler: the baseline of the requests-per-second scenario.
+Run as users run it, with ``web.run_app``: ``python -m bench.peers.aiohttp_sse_app PORT``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from bench.apps.common import (
+    DISCONNECTS,
+    HEARTBEAT,
+    HELLO,
+    Broadcast,
+    noticed_disconnect,
+    publish_many,
+)
+
+broadcast = Broadcast()
+
+
+async def home_page(_request: web.Request) -> web.Response:
+    """``GET /``."""
+    return web.Response(text=HELLO)
+
+
+async def burst(request: web.Request) -> web.StreamResponse:
+    """``GET /burst?n=N``."""
+    async with sse_response(request, ping_interval=HEARTBEAT) as stream:
+        for i in range(int(request.query["n"])):
+            await stream.send(str(i))
+    return stream
+
+
+async def idle(request: web.Request) -> web.StreamResponse:
+    """``GET /idle``: pings only; aiohttp-sse learns the client left when a ping fails."""
+    try:
+        async with sse_response(request, ping_interval=HEARTBEAT) as stream:
+            await stream.wait()
+    finally:
+        noticed_disconnect()
+    return stream
+
+
+async def disconnects(_request: web.Request) -> web.Response:
+    """``GET /disconnects``."""
+    return web.json_response({"disconnects": DISCONNECTS})
+
+
+async def topic(request: web.Request) -> web.StreamResponse:
+    """``GET /topic``: this subscriber's queue, sent as it fills."""
+    queue = broadcast.subscribe()
+    try:
+        async with sse_response(request, ping_interval=HEARTBEAT) as stream:
+            while True:
+                await stream.send(await queue.get())
+    finally:
+        broadcast.unsubscribe(queue)
+
+
+async def subscribers(_request: web.Request) -> web.Response:
+    """``GET /subscribers``."""
+    return web.json_response({"subscribers": len(broadcast.queues)})
+
+
+async def publish(request: web.Request) -> web.Response:
+    """``POST /publish?n=N&size=B``."""
+    n = int(request.query["n"])
+    await publish_many(broadcast.publish, n, int(request.query["size"]))
+    return web.json_response({"published": n})
+
+
+def create_app() -> web.Application:
+    """The app, its routes added as aiohttp's documentation does."""
+    app = web.Application()
+    app.router.add_get("/", home_page)
+    app.router.add_get("/burst", burst)
+    app.router.add_get("/idle", idle)
+    app.router.add_get("/disconnects", disconnects)
+    app.router.add_get("/topic", topic)
+    app.router.add_get("/subscribers", subscribers)
+    app.router.add_post("/publish", publish)
+    return app
+
+
+if __name__ == "__main__":
+    web.run_app(create_app(), host="127.0.0.1", port=int(sys.argv[1]))
