@@ -115,9 +115,26 @@ class Session:
         return sys.modules[self.module_name]
 
     def own(self, verb: str) -> Callable[..., Any] | None:
-        """The module's own ``start``, ``stop`` or ``restart``, if it defines one."""
+        """The module's own ``start``, ``stop`` or ``restart``, if it defines one: a function
+        that takes no argument (a route handler named ``start`` is not one)."""
         found = getattr(self.module, verb, None) if self.attr is None else None
-        return found if callable(found) else None
+        try:
+            inspect.signature(found).bind()  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        return found
+
+    def _call_app(self, what: str, function: Callable[..., Any], **options: Any) -> Any:
+        """``function(**options)``, the app's code: what it raises, as one line saying where."""
+        try:
+            return function(**options)
+        except ReplkitError:
+            raise
+        except BaseException as exc:  # the app's code: SystemExit is its error too
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            where = list(imports.project_modules().values())
+            raise ReplkitError(f"{describe(exc, where)} (in {what})") from None
 
     @property
     def connector(self) -> Connector | None:
@@ -135,17 +152,11 @@ class Session:
         module = self.module
         what = f"{self.module_name}.{self.attr or 'create_connector'}"
         target = getattr(module, self.attr or "create_connector")
-        try:
-            if isinstance(target, web.Application) or not callable(target):
-                made = target
-            else:
-                made = target()
-                what += "()"
-        except BaseException as exc:  # the app's code: SystemExit is its error too
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            where = list(imports.project_modules().values())
-            raise ReplkitError(f"{describe(exc, where)} (in {what})") from None
+        if isinstance(target, web.Application) or not callable(target):
+            made = target
+        else:
+            what += "()"
+            made = self._call_app(what, target)
         if isinstance(made, Connector):
             return made
         if isinstance(made, web.Application) or inspect.isawaitable(made):
@@ -165,7 +176,7 @@ class Session:
             own = self.own("start")
             before = set(open_servers())
             if own is not None:
-                own()
+                self._call_app(f"{self.module_name}.start()", own)
             else:
                 new = self.build()
                 self._place(new)
@@ -184,7 +195,7 @@ class Session:
         """Stop serving (with the module's ``stop()`` if it has one); keep watching."""
         own = self.own("stop")
         if own is not None:
-            own()
+            self._call_app(f"{self.module_name}.stop()", own)
         else:
             conn.stop(self.connector)
 
@@ -193,7 +204,8 @@ class Session:
         the same socket; ``drop_streams`` closes the streams already open."""
         own = self.own("restart")
         if own is not None:
-            own(drop_streams=True) if drop_streams else own()
+            options = {"drop_streams": True} if drop_streams else {}
+            self._call_app(f"{self.module_name}.restart()", own, **options)
         else:
             conn.restart(self.connector, self.build(), drop_streams=drop_streams)
 

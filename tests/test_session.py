@@ -422,3 +422,33 @@ def test_two_apps_on_port_0_in_one_process(pkg: Pkg) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_handlers_named_like_the_lifecycle_are_not_taken_for_it(pkg: Pkg) -> None:
+    pkg.write("handlers.py", HANDLERS)
+    pkg.write(
+        "app.py",
+        APP
+        + """
+
+def start(request):  # a route handler, not the module's start()
+    return {"status": 200, "body": "a handler"}
+
+
+def stop():
+    raise RuntimeError("cannot stop")
+""",
+    )
+    session = Session(pkg.dotted("app"), watch=False)
+    try:
+        assert session.own("start") is None and session.own("stop") is not None
+        session.start()  # with create_connector(), as a module without start() is
+        assert session.connector is not None
+        with pytest.raises(ReplkitError) as info:
+            session.stop()
+        line = APP.count("\n") + 8
+        assert str(info.value).endswith(
+            f"app.py:{line}: RuntimeError: cannot stop (in {pkg.dotted('app')}.stop())"
+        )
+    finally:
+        session.close()

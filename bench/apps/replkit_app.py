@@ -19,6 +19,7 @@ from bench.apps.common import (
 )
 from replkit import interceptor
 
+# With REPLKIT_REDIS_URL set (the workers scenario), the topic lives in Redis.
 topic = sse.Topic(buffer=TOPIC_BUFFER, name="bench")
 
 
@@ -59,6 +60,11 @@ def disconnects(_request: dict) -> dict:
     return {"status": 200, "body": {"disconnects": DISCONNECTS}}
 
 
+def start(_request: dict) -> dict:
+    """``GET /start``: the id a client resumes from to get every event of the topic."""
+    return {"status": 200, "body": {"start": topic.start_id}}
+
+
 def subscribers(_request: dict) -> dict:
     """``GET /subscribers``: how many streams the topic feeds."""
     return {"status": 200, "body": {"subscribers": topic.subscribers}}
@@ -78,6 +84,7 @@ routes = {
     ("/disconnects", "get", disconnects),
     ("/topic", "get", sse.topic_stream(topic, heartbeat_delay=HEARTBEAT)),
     ("/subscribers", "get", subscribers),
+    ("/start", "get", start),
     ("/publish", "post", publish),
 }
 

@@ -12,6 +12,7 @@ from bench.scenarios import (
     save_to_served,
     storm,
     streams,
+    workers,
 )
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -23,4 +24,5 @@ SCENARIOS: tuple[Scenario, ...] = (
     fanout.SCENARIO,
     frozen.SCENARIO,
     save_to_served.SCENARIO,
+    workers.SCENARIO,
 )
