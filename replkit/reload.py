@@ -205,10 +205,6 @@ class Batch:
         self.executing = None
         return None
 
-    def fresh(self, name: str) -> types.ModuleType | None:
-        """The fresh module executed for ``name``, if it is in the batch."""
-        return next((step.fresh for step in self._steps if step.name == name), None)
-
     def commit(self) -> ReloadResult:
         """Make the fresh modules the live ones; returns the result to report."""
         with state.lock:
