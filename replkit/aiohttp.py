@@ -212,10 +212,10 @@ class AiohttpConnector(Connector):
 
     async def _write(self, request: web.BaseRequest, response: Any) -> web.StreamResponse:
         status, headers, body = _checked_response(response)
+        if body is None or isinstance(body, bytes | bytearray):
+            return web.Response(status=status, headers=headers, body=body)
         if isinstance(body, os.PathLike):
             return web.FileResponse(body, status=status, headers=headers)
-        if not isinstance(body, AsyncIterable):
-            return web.Response(status=status, headers=headers, body=body)
         stream = web.StreamResponse(status=status, headers=headers)
         if request.method == "HEAD":
             return stream  # headers only: the body is never iterated, its producer never starts
@@ -291,8 +291,11 @@ class _Request(web.BaseRequest):
         if connector.secure_headers is None:
             return
         headers = response.headers
-        if all(name in headers for name in connector._secure_names):
-            return
+        for name in connector._secure_names:
+            if name not in headers:
+                break
+        else:
+            return  # the chain's secure_headers added them all
         for name, value in http.secure_header_values(connector.secure_headers).items():
             headers.setdefault(name, value)
 
@@ -415,23 +418,30 @@ def _checked_response(response: Any) -> tuple[int, CIMultiDict[str], Any]:
         raise _BadResponse(f"response headers are {type(given).__name__}, not a dict")
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in given.items():
-        for item in value if isinstance(value, list | tuple) else [value]:
-            text = str(item)
-            if not isinstance(name, str) or any(c in f"{name}{text}" for c in "\r\n\0"):
+        for item in value if isinstance(value, list | tuple) else (value,):
+            text = item if type(item) is str else str(item)
+            if not isinstance(name, str) or _unsafe(name) or _unsafe(text):
                 raise _BadResponse(f"response header {name!r}: {text!r:.60} has CR, LF or NUL")
             headers.add(name, text)
     body = response.get("body")
     if isinstance(body, str):
         body = body.encode()
+    elif body is None or isinstance(body, bytes | bytearray):
+        pass  # tested before the abstract classes below, whose checks cost more
     elif isinstance(body, dict | list):
         try:
             body = json.dumps(body, ensure_ascii=False).encode()
         except (TypeError, ValueError, RecursionError) as err:
             raise _BadResponse(f"response body is not JSON-serializable: {err}") from None
         headers.setdefault("Content-Type", "application/json")
-    elif not (body is None or isinstance(body, bytes | bytearray | AsyncIterable | os.PathLike)):
+    elif not isinstance(body, AsyncIterable | os.PathLike):
         raise _BadResponse(
             f"response body is {type(body).__name__}; expected str, bytes, dict, list, None, "
             "a pathlib.Path or an async iterable of chunks"
         )
     return status, headers, body
+
+
+def _unsafe(text: str) -> bool:
+    """Whether a header name or value holds CR, LF or NUL, which would split the header."""
+    return "\r" in text or "\n" in text or "\0" in text

@@ -112,9 +112,15 @@ def get_header(response: Mapping[str, Any], name: str) -> Any:
 def _with_headers(context: Context, extra: Mapping[str, Any]) -> Context:
     """The context with ``extra`` headers added to its response, where not already set."""
     response = context["response"]
-    headers = dict(response.get("headers") or {})
-    present = {key.lower() for key in headers}
-    headers.update((k, v) for k, v in extra.items() if k.lower() not in present)
+    given = response.get("headers")
+    if given:
+        headers = dict(given)
+        present = {key.lower() for key in given}
+        for name, value in extra.items():
+            if name.lower() not in present:
+                headers[name] = value
+    else:
+        headers = dict(extra)
     return {**context, "response": {**response, "headers": headers}}
 
 
@@ -126,9 +132,10 @@ def _single_or_list(parsed: Mapping[str, list[str]]) -> dict[str, str | list[str
 
 
 def _log_enter(context: Context) -> Context:
-    request = context["request"]
-    query = f"?{request['query_string']}" if request.get("query_string") else ""
-    request_log.debug("%s %s%s", request["request_method"].upper(), request["uri"], query)
+    if request_log.isEnabledFor(logging.DEBUG):
+        request = context["request"]
+        query = f"?{request['query_string']}" if request.get("query_string") else ""
+        request_log.debug("%s %s%s", request["request_method"].upper(), request["uri"], query)
     return context
 
 
@@ -173,7 +180,9 @@ def _content_type_leave(context: Context) -> Context:
     if isinstance(body, dict | list):
         guessed: str | None = "application/json"
     else:
-        guessed, _ = mimetypes.guess_type(context["request"]["uri"])
+        uri = context["request"]["uri"]
+        # Only a name with an extension can have a type to guess.
+        guessed = mimetypes.guess_type(uri)[0] if "." in uri.rpartition("/")[2] else None
         if guessed is None and isinstance(body, str):
             guessed = "text/plain"
     if guessed is None:
@@ -197,8 +206,10 @@ content_type = Interceptor(
 
 
 def _query_params_enter(context: Context) -> Context:
-    parsed = parse_qs(context["request"].get("query_string") or "", keep_blank_values=True)
-    return {**context, "request": {**context["request"], "query_params": _single_or_list(parsed)}}
+    request = context["request"]
+    query = request.get("query_string")
+    params = _single_or_list(parse_qs(query, keep_blank_values=True)) if query else {}
+    return {**context, "request": {**request, "query_params": params}}
 
 
 query_params = Interceptor(
@@ -214,7 +225,10 @@ query_params = Interceptor(
 
 
 def _body_kind(request: Mapping[str, Any]) -> str | None:
-    media_type = (request["headers"].get("content-type") or "").split(";")[0].strip().lower()
+    content_type = request["headers"].get("content-type")
+    if not content_type:
+        return None
+    media_type = content_type.split(";")[0].strip().lower()
     if media_type == "application/json" or media_type.endswith("+json"):
         return "json"
     if media_type == "application/x-www-form-urlencoded":
@@ -339,7 +353,10 @@ def _templates(overrides: Mapping[str, str | None] | None) -> dict[str, str]:
 
 def _filled(templates: Mapping[str, str], nonce: str | None) -> dict[str, str]:
     fresh = nonce or secrets.token_urlsafe(16)  # 128 random bits
-    return {name: value.replace("{nonce}", fresh) for name, value in templates.items()}
+    return {
+        name: value.replace("{nonce}", fresh) if "{nonce}" in value else value
+        for name, value in templates.items()
+    }
 
 
 def _has_line_break(value: str) -> bool:
