@@ -41,7 +41,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http import HttpVersion11
+from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
@@ -308,6 +308,8 @@ class RequestBody:
     on ``Expect: 100-continue`` is told to send it only now.
     """
 
+    __slots__ = ("_continued", "_data", "_request", "limit", "stall_timeout")
+
     def __init__(self, request: web.BaseRequest, limit: int, stall_timeout: float) -> None:
         self._request = request
         self.limit = limit
@@ -375,11 +377,15 @@ _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s\[\]/@:?#]*)(?::([0-9]{0,5}))?")
 
 
 def _request_map(request: web.BaseRequest, connector: AiohttpConnector) -> dict[str, Any]:
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        name = name.lower()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    given = request.headers
+    headers = {name.lower(): value for name, value in given.items()}
+    if len(headers) < len(given):  # a repeated header: its values joined, as HTTP allows
+        headers = {}
+        for name, value in given.items():
+            name = name.lower()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    version = request.version
     return {
         "request_method": request.method.lower(),
         "uri": request.rel_url.raw_path,
@@ -390,8 +396,11 @@ def _request_map(request: web.BaseRequest, connector: AiohttpConnector) -> dict[
         "server_name": _server_name(headers.get("host"), sockname),
         "server_port": sockname[1] if sockname else None,
         "remote_addr": request.remote,
-        "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
+        "protocol": _PROTOCOLS.get(version) or f"HTTP/{version.major}.{version.minor}",
     }
+
+
+_PROTOCOLS = {HttpVersion10: "HTTP/1.0", HttpVersion11: "HTTP/1.1"}
 
 
 def _server_name(host: str | None, sockname: Any) -> str | None:
@@ -407,6 +416,9 @@ class _BadResponse(Exception):
     pass
 
 
+_SEVERAL = (list, tuple)  # a header value sent as one line per item
+
+
 def _checked_response(response: Any) -> tuple[int, CIMultiDict[str], Any]:
     if not isinstance(response, Mapping):
         raise _BadResponse(f"response is {type(response).__name__}, not a dict")
@@ -416,13 +428,15 @@ def _checked_response(response: Any) -> tuple[int, CIMultiDict[str], Any]:
     given = response.get("headers") or {}
     if not isinstance(given, Mapping):
         raise _BadResponse(f"response headers are {type(given).__name__}, not a dict")
-    headers: CIMultiDict[str] = CIMultiDict()
+    pairs = []
     for name, value in given.items():
-        for item in value if isinstance(value, list | tuple) else (value,):
+        for item in value if isinstance(value, _SEVERAL) else (value,):
             text = item if type(item) is str else str(item)
-            if not isinstance(name, str) or _unsafe(name) or _unsafe(text):
+            line = f"{name}{text}"
+            if not isinstance(name, str) or "\r" in line or "\n" in line or "\0" in line:
                 raise _BadResponse(f"response header {name!r}: {text!r:.60} has CR, LF or NUL")
-            headers.add(name, text)
+            pairs.append((name, text))
+    headers: CIMultiDict[str] = CIMultiDict(pairs)
     body = response.get("body")
     if isinstance(body, str):
         body = body.encode()
@@ -440,8 +454,3 @@ def _checked_response(response: Any) -> tuple[int, CIMultiDict[str], Any]:
             "a pathlib.Path or an async iterable of chunks"
         )
     return status, headers, body
-
-
-def _unsafe(text: str) -> bool:
-    """Whether a header name or value holds CR, LF or NUL, which would split the header."""
-    return "\r" in text or "\n" in text or "\0" in text

@@ -16,7 +16,7 @@ import logging
 import mimetypes
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -109,18 +109,19 @@ def get_header(response: Mapping[str, Any], name: str) -> Any:
     return None
 
 
-def _with_headers(context: Context, extra: Mapping[str, Any]) -> Context:
-    """The context with ``extra`` headers added to its response, where not already set."""
+def _with_headers(context: Context, extra: Iterable[tuple[str, str, Any]]) -> Context:
+    """The context with ``extra`` headers, ``(name, name in lower case, value)``, added to its
+    response where not already set (in any case)."""
     response = context["response"]
     given = response.get("headers")
     if given:
         headers = dict(given)
         present = {key.lower() for key in given}
-        for name, value in extra.items():
-            if name.lower() not in present:
+        for name, lower, value in extra:
+            if lower not in present:
                 headers[name] = value
     else:
-        headers = dict(extra)
+        headers = {name: value for name, _, value in extra}
     return {**context, "response": {**response, "headers": headers}}
 
 
@@ -172,13 +173,16 @@ not_found = Interceptor(
 
 def _content_type_leave(context: Context) -> Context:
     response = context.get("response")
-    if response is None or get_header(response, "Content-Type") is not None:
+    if response is None:
         return context
     body = response.get("body")
-    if body is None or isinstance(body, os.PathLike):
-        return context  # no body; a file's type is guessed from its own name when sent
+    # No body, or a file, whose type is guessed from its own name when it is sent.
+    if body is None or get_header(response, "Content-Type") is not None:
+        return context
     if isinstance(body, dict | list):
         guessed: str | None = "application/json"
+    elif isinstance(body, os.PathLike):
+        return context
     else:
         uri = context["request"]["uri"]
         # Only a name with an extension can have a type to guess.
@@ -189,7 +193,7 @@ def _content_type_leave(context: Context) -> Context:
         return context
     if guessed.startswith("text/"):
         guessed += "; charset=UTF-8"
-    return _with_headers(context, {"Content-Type": guessed})
+    return _with_headers(context, (("Content-Type", "content-type", guessed),))
 
 
 content_type = Interceptor(
@@ -353,10 +357,7 @@ def _templates(overrides: Mapping[str, str | None] | None) -> dict[str, str]:
 
 def _filled(templates: Mapping[str, str], nonce: str | None) -> dict[str, str]:
     fresh = nonce or secrets.token_urlsafe(16)  # 128 random bits
-    return {
-        name: value.replace("{nonce}", fresh) if "{nonce}" in value else value
-        for name, value in templates.items()
-    }
+    return {name: value.replace("{nonce}", fresh) for name, value in templates.items()}
 
 
 def _has_line_break(value: str) -> bool:
@@ -367,6 +368,8 @@ def make_secure_headers(overrides: Mapping[str, str | None] | None = None) -> In
     """A secure-headers interceptor with ``overrides`` applied to :data:`SECURE_HEADERS`
     (see :func:`secure_header_values`); :data:`secure_headers` is the one without."""
     templates = _templates(overrides)  # a bad override fails here, when the map is built
+    # Each header's name, lower-cased name, value, and whether the value takes the nonce.
+    prepared = [(k, k.lower(), v, "{nonce}" in v) for k, v in templates.items()]
 
     def enter(context: Context) -> Context:
         nonce = secrets.token_urlsafe(16)
@@ -376,7 +379,9 @@ def make_secure_headers(overrides: Mapping[str, str | None] | None = None) -> In
     def leave(context: Context) -> Context:
         if context.get("response") is None:
             return context
-        return _with_headers(context, _filled(templates, context.get("csp_nonce")))
+        nonce = context.get("csp_nonce") or secrets.token_urlsafe(16)
+        filled = [(k, low, v.replace("{nonce}", nonce) if n else v) for k, low, v, n in prepared]
+        return _with_headers(context, filled)
 
     return Interceptor(
         name="replkit.http/secure-headers",
@@ -526,7 +531,7 @@ def allow_origin(allowed: Any) -> Interceptor:
             if cors.allowed_headers:
                 headers["Access-Control-Allow-Headers"] = ", ".join(cors.allowed_headers)
             headers["Access-Control-Max-Age"] = str(cors.max_age)
-        return _with_headers(context, headers)
+        return _with_headers(context, [(k, k.lower(), v) for k, v in headers.items()])
 
     return Interceptor(
         name="replkit.http/allow-origin", enter=enter, leave=leave, doc=allow_origin.__doc__

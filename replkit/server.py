@@ -474,14 +474,18 @@ class _AccessLogger(AbstractAccessLogger):
         target: Connector | None = request.get(_TARGET)
         logger = self.logger if target is None else target.access_log
         if logger is not None and logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "%s %s %s %d %.1f ms",
-                request.remote,
-                request.method,
-                request.rel_url.raw_path_qs,
-                response.status,
-                seconds * 1000,
+            path = request.rel_url.raw_path_qs
+            args = (request.remote, request.method, path, response.status, seconds * 1000)
+            # The record logger.info() makes, less its walk up the stack for the caller,
+            # which is always this method: that walk is a third of the cost of a line.
+            record = logger.makeRecord(
+                logger.name, logging.INFO, __file__, _LOG_LINE, _LOG_FORMAT, args, None, "log"
             )
+            logger.handle(record)
+
+
+_LOG_FORMAT = "%s %s %s %d %.1f ms"
+_LOG_LINE = _AccessLogger.log.__code__.co_firstlineno
 
 
 class _Site(web.SockSite):
