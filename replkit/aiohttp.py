@@ -45,7 +45,6 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
-from multidict import CIMultiDict
 
 from replkit import http
 from replkit.errors import ReplkitError
@@ -142,17 +141,25 @@ class AiohttpConnector(Connector):
         """End this connector's event streams after what they have buffered, and cut those
         still open ``shutdown_grace`` seconds later (a client that does not read); cut other
         streaming bodies at once. Runs on the server's loop."""
+        closed = []
         for task, body in list(self._streams.items()):
             close = getattr(body, "close", None)
             if callable(close):
                 close()
-                task.get_loop().call_later(self.shutdown_grace, task.cancel)
+                closed.append(task)
             else:
                 task.cancel()
+        if closed:  # one timer for them all, however many
+            asyncio.get_running_loop().call_later(self.shutdown_grace, _cancel, closed)
 
     async def shutdown(self) -> None:
-        """The server is stopping: end every stream this connector is writing."""
+        """The server is stopping: end every stream this connector is writing, and return
+        once they have ended (at most ``shutdown_grace`` seconds: :meth:`close_streams` cuts
+        them then). Their connections are then closed, which leaves aiohttp's shutdown,
+        one coroutine, future and timer per open connection, next to nothing to do."""
         self.close_streams()
+        if self._streams:
+            await asyncio.wait(list(self._streams), timeout=self.shutdown_grace)
 
     def make_request(
         self,
@@ -177,24 +184,29 @@ class AiohttpConnector(Connector):
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Run the interceptor chain for one request; write the response it produced."""
+        # The chain's context is gone once the response is checked: an open stream holds
+        # only what its own body keeps.
+        return await self._write(request, *await self._respond(request))
+
+    async def _respond(self, request: web.BaseRequest) -> _Checked:
+        """The chain's response to ``request``, checked; or the error response instead."""
         try:
             request_map = _request_map(request, self)
         except http.RequestError as err:
-            return await self._write(request, err.response())
+            return _checked_response(err.response())
         # Entering stops once a response is set: the HTTP layer's rule, not the chain's.
         context = terminate_when({**self.initial_context, "request": request_map}, _responded)
         try:
             context = await execute(context, self.interceptors)
-            response = context.get("response")
-            return await self._write(request, response or http.plain(404, "Not Found"))
+            return _checked_response(context.get("response") or http.plain(404, "Not Found"))
         except InterceptorError as err:
             if isinstance(err.exception, http.RequestError):
-                return await self._write(request, err.exception.response())
+                return _checked_response(err.exception.response())
             kind = (err.interceptor, err.stage, type(err.exception))
             self._log_500(request, kind, err, err.exception)
         except _BadResponse as err:
             self._log_500(request, str(err), err, None)
-        return await self._write(request, http.plain(500, "Internal Server Error"))
+        return _checked_response(http.plain(500, "Internal Server Error"))
 
     def _log_500(
         self, request: web.BaseRequest, kind: Any, err: Exception, cause: BaseException | None
@@ -210,13 +222,15 @@ class AiohttpConnector(Connector):
             exc_info=cause,
         )
 
-    async def _write(self, request: web.BaseRequest, response: Any) -> web.StreamResponse:
-        status, headers, body = _checked_response(response)
+    async def _write(
+        self, request: web.BaseRequest, status: int, headers: _Headers, body: Any
+    ) -> web.StreamResponse:
         if body is None or isinstance(body, bytes | bytearray):
             return web.Response(status=status, headers=headers, body=body)
         if isinstance(body, os.PathLike):
             return web.FileResponse(body, status=status, headers=headers)
         stream = web.StreamResponse(status=status, headers=headers)
+        del headers  # the response has its own copy: an open stream need not hold two
         if request.method == "HEAD":
             return stream  # headers only: the body is never iterated, its producer never starts
         await stream.prepare(request)
@@ -252,6 +266,11 @@ class AiohttpConnector(Connector):
             if aclose is not None:
                 await aclose()
         return stream
+
+
+def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
 
 
 def _responded(context: Context) -> bool:
@@ -419,7 +438,11 @@ class _BadResponse(Exception):
 _SEVERAL = (list, tuple)  # a header value sent as one line per item
 
 
-def _checked_response(response: Any) -> tuple[int, CIMultiDict[str], Any]:
+_Headers = list[tuple[str, str]]  # as aiohttp's responses take them (and copy them)
+_Checked = tuple[int, _Headers, Any]
+
+
+def _checked_response(response: Any) -> _Checked:
     if not isinstance(response, Mapping):
         raise _BadResponse(f"response is {type(response).__name__}, not a dict")
     status = response.get("status")
@@ -436,7 +459,6 @@ def _checked_response(response: Any) -> tuple[int, CIMultiDict[str], Any]:
             if not isinstance(name, str) or "\r" in line or "\n" in line or "\0" in line:
                 raise _BadResponse(f"response header {name!r}: {text!r:.60} has CR, LF or NUL")
             pairs.append((name, text))
-    headers: CIMultiDict[str] = CIMultiDict(pairs)
     body = response.get("body")
     if isinstance(body, str):
         body = body.encode()
@@ -447,10 +469,11 @@ def _checked_response(response: Any) -> tuple[int, CIMultiDict[str], Any]:
             body = json.dumps(body, ensure_ascii=False).encode()
         except (TypeError, ValueError, RecursionError) as err:
             raise _BadResponse(f"response body is not JSON-serializable: {err}") from None
-        headers.setdefault("Content-Type", "application/json")
+        if not any(name.lower() == "content-type" for name, _ in pairs):
+            pairs.append(("Content-Type", "application/json"))
     elif not isinstance(body, AsyncIterable | os.PathLike):
         raise _BadResponse(
             f"response body is {type(body).__name__}; expected str, bytes, dict, list, None, "
             "a pathlib.Path or an async iterable of chunks"
         )
-    return status, headers, body
+    return status, pairs, body

@@ -515,7 +515,12 @@ class _Runner(web.ServerRunner):
         self._shutdown_timeout = seconds
 
     async def shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         await self.owner._shutdown_connectors()
+        # The time connectors took to end their streams counts against the grace open
+        # requests get next; never 0, which aiohttp takes as "no time limit".
+        self.grace = max(self.grace - (loop.time() - began), 0.001)
 
     async def _cleanup_server(self) -> None:
         await self.owner._cleanup_connectors()
