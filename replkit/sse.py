@@ -74,36 +74,48 @@ def encode_event(event: Any) -> bytes:
     cannot encode, text UTF-8 cannot encode, or a mapping with other keys.
     """
     if isinstance(event, Mapping):
-        unknown = set(event) - EVENT_KEYS
-        if unknown:
+        if not EVENT_KEYS.issuperset(event):
             raise ValueError(
-                f"event has unknown keys {sorted(map(str, unknown))}; an event is a dict "
-                "with 'data' and optional 'name', 'id', 'retry' (send other values as data)"
+                f"event has unknown keys {sorted(map(str, set(event) - EVENT_KEYS))}; an event "
+                "is a dict with 'data' and optional 'name', 'id', 'retry' (send other values "
+                "as data)"
             )
-        fields = event
+        get = event.get
+        name, ident, retry, data = get("name"), get("id"), get("retry"), get("data")
     else:
-        fields = {"data": event}
-    out = []
-    for key, field in (("name", "event"), ("id", "id")):
-        value = _text(fields.get(key))
-        if _FORBIDDEN.search(value):
-            raise ValueError(f"event {key} {value!r} contains CR, LF or NUL, which SSE forbids")
-        if value:
-            out.append(f"{field}: {value}\n")
-    retry = fields.get("retry")
+        name = ident = retry = None
+        data = event
+    head = ""  # most events have no name, id or retry: nothing to check for them
+    if name is not None:
+        head = _field("name", "event", name)
+    if ident is not None:
+        head += _field("id", "id", ident)
     if retry is not None:
         if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
             raise ValueError(f"event retry {retry!r} must be a non-negative int (milliseconds)")
-        out.append(f"retry: {retry}\n")
-    out.extend(f"data: {line}\n" for line in _LINE_BREAK.split(_data_text(fields.get("data"))))
-    out.append("\n")
+        head += f"retry: {retry}\n"
+    text = _data_text(data)
+    if "\n" in text or "\r" in text:
+        lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(text))
+    else:
+        lines = f"data: {text}\n"
     try:
-        return "".join(out).encode()
+        return f"{head}{lines}\n".encode()
     except UnicodeEncodeError as err:
         raise ValueError(f"event text cannot be sent as UTF-8: {err}") from None
 
 
+def _field(key: str, field: str, value: Any) -> str:
+    """The ``event:`` or ``id:`` line of an event, empty for a blank value."""
+    text = _text(value)
+    if _FORBIDDEN.search(text):
+        raise ValueError(f"event {key} {text!r} contains CR, LF or NUL, which SSE forbids")
+    return f"{field}: {text}\n" if text else ""
+
+
 def _data_text(data: Any) -> str:
+    if type(data) is str:
+        return data
     if isinstance(data, dict | list):
         try:
             return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -320,7 +332,6 @@ class EventChannel:
         Works from any event loop, the server's or another one.
         """
         data = encode_event(event)
-        loop = asyncio.get_running_loop()
         while True:
             with self._lock:
                 if self._closed:
@@ -328,7 +339,7 @@ class EventChannel:
                 if len(self._items) < self._buffer:
                     writer = self._append(data)
                     break
-                room = loop.create_future()
+                room = asyncio.get_running_loop().create_future()
                 self._senders.append(room)
             try:
                 await room
@@ -517,8 +528,10 @@ class EventChannel:
 
     def _wake_all(self, futures: Iterable[asyncio.Future[None]]) -> None:
         for future in futures:
-            # A sender may wait on another loop than the stream's.
-            _waker_of(future.get_loop()).wake(future)
+            # A sender may wait on another loop than the stream's (whose waker is looked up
+            # under a lock: only then).
+            loop = future.get_loop()
+            (self._waker if loop is self._loop else _waker_of(loop)).wake(future)
 
     def _call_on_loop(self, fn: Callable[[], Any]) -> None:
         if _running_loop() is self._loop:
@@ -655,20 +668,24 @@ class EventStream:
         return task
 
     def _notify_disconnect(self, context: Context) -> None:
-        if self.on_client_disconnect is None:
+        callback = self.on_client_disconnect
+        if callback is None:
             return
-        name = name_of(self.on_client_disconnect)
-
-        def report(task: asyncio.Future[Any]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                log.error("on_client_disconnect %s raised", name, exc_info=task.exception())
-
         try:
-            result = self.on_client_disconnect(context)
+            result = callback(context)
         except Exception:
-            log.exception("on_client_disconnect %s raised", name)
+            log.exception("on_client_disconnect %s raised", name_of(callback))
             return
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
+
+            def report(task: asyncio.Future[Any]) -> None:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "on_client_disconnect %s raised",
+                        name_of(callback),
+                        exc_info=task.exception(),
+                    )
+
             asyncio.ensure_future(result).add_done_callback(report)
 
 

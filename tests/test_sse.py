@@ -161,6 +161,26 @@ async def test_take_returns_a_heartbeat_after_the_idle_delay() -> None:
     assert await channel.take(0.05) == b"data: x\n\n"
 
 
+async def test_a_heartbeat_comes_a_whole_delay_after_the_last_event() -> None:
+    loop = asyncio.get_running_loop()
+    channel = EventChannel(loop)
+
+    async def feed() -> None:  # an event every 0.04 s, each sooner than the delay
+        for i in range(4):
+            await asyncio.sleep(0.04)
+            await channel.send(i)
+
+    feeding = asyncio.create_task(feed())
+    chunks = [await channel.take(0.1) for _ in range(4)]
+    last_event = loop.time()
+    assert chunks == [b"data: %d\n\n" % i for i in range(4)]  # no heartbeat among them
+    assert await channel.take(0.1) == sse.HEARTBEAT
+    assert loop.time() - last_event >= 0.09
+    await feeding
+    channel._discard()
+    assert await channel.take(0.1) is None
+
+
 async def test_send_from_another_event_loop_waits_for_room() -> None:
     channel = EventChannel(asyncio.get_running_loop(), buffer=1)
 
