@@ -32,6 +32,7 @@ The connector map's ``secure_headers`` go on every response it writes, these inc
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -438,6 +439,10 @@ class _BadResponse(Exception):
 _SEVERAL = (list, tuple)  # a header value sent as one line per item
 
 
+def _breaks(text: str) -> bool:
+    return "\r" in text or "\n" in text or "\0" in text
+
+
 _Headers = list[tuple[str, str]]  # as aiohttp's responses take them (and copy them)
 _Checked = tuple[int, _Headers, Any]
 
@@ -453,12 +458,17 @@ def _checked_response(response: Any) -> _Checked:
         raise _BadResponse(f"response headers are {type(given).__name__}, not a dict")
     pairs = []
     for name, value in given.items():
-        for item in value if isinstance(value, _SEVERAL) else (value,):
-            text = item if type(item) is str else str(item)
-            line = f"{name}{text}"
-            if not isinstance(name, str) or "\r" in line or "\n" in line or "\0" in line:
-                raise _BadResponse(f"response header {name!r}: {text!r:.60} has CR, LF or NUL")
-            pairs.append((name, text))
+        if not isinstance(name, str):
+            raise _BadResponse(f"response header {name!r}: {value!r:.60} is not named by a str")
+        if isinstance(value, _SEVERAL):
+            pairs.extend((name, item if type(item) is str else str(item)) for item in value)
+        else:
+            pairs.append((name, value if type(value) is str else str(value)))
+    # One scan of every name and value for what would split a header line; the culprit is
+    # looked for only once there is one.
+    if _breaks("".join(itertools.chain.from_iterable(pairs))):
+        name, text = next(pair for pair in pairs if _breaks(pair[0] + pair[1]))
+        raise _BadResponse(f"response header {name!r}: {text!r:.60} has CR, LF or NUL")
     body = response.get("body")
     if isinstance(body, str):
         body = body.encode()

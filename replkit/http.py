@@ -299,11 +299,12 @@ _parse_body = Interceptor(
 )
 
 
-async def _body_params_enter(context: Context) -> Context:
+def _body_params_enter(context: Context) -> Context | Awaitable[Context]:
+    # A plain function: a request without a body to parse (most) costs the chain no coroutine.
     if _body_kind(context["request"]) is None:
         return context
     if "route" in context:  # already routed: body_params is one of the route's interceptors
-        return await _parse_body_enter(context)
+        return _parse_body_enter(context)
     # Enqueued now, this runs after the router, which enqueues the route's interceptors
     # behind it: so the body is read only for a request some route takes.
     return enqueue(context, _parse_body)

@@ -170,8 +170,8 @@ def interceptor(value: Interceptor | Mapping[str, Any] | Callable[..., Any]) -> 
 
 def enqueue(context: Context, *interceptors: Any) -> Context:
     """Return ``context`` with ``interceptors`` appended to the ones still to enter."""
-    queue = [*(context.get(QUEUE) or ()), *(interceptor(i) for i in interceptors)]
-    return {**context, QUEUE: queue}
+    added = [i if isinstance(i, Interceptor) else interceptor(i) for i in interceptors]
+    return {**context, QUEUE: [*(context.get(QUEUE) or ()), *added]}
 
 
 def terminate(context: Context) -> Context:
@@ -228,9 +228,9 @@ async def _enter_all(
             if type(result) is not dict:
                 result = await _settled(result, current, "enter")
             context = result
-            terminators = context.get(TERMINATORS)
-            if terminators and any(predicate(context) for predicate in terminators):
-                break
+            for predicate in context.get(TERMINATORS) or ():
+                if predicate(context):
+                    return terminate(context), None
         except Exception as exc:
             return terminate(context), _wrap(exc, current, "enter")
     return terminate(context), None

@@ -216,9 +216,10 @@ def router(routes: Any) -> Interceptor:
         routing = current_router()
         found = routing.match(request["request_method"], request["uri"])
         if found is not None:
-            request = {**request, "path_params": found.path_params}
-            context = {**context, "request": request, "route": found.route}
-            return enqueue(context, *found.route.interceptors)
+            context = enqueue(context, *found.route.interceptors)  # a new dict, ours to fill
+            context["request"] = {**request, "path_params": found.path_params}
+            context["route"] = found.route
+            return context
         allowed = routing.allowed_methods(request["uri"])
         if not allowed:
             return {**context, "route": None}
