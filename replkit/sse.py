@@ -14,6 +14,7 @@ The interceptors run for the request that opens the stream, never for the events
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -655,17 +656,18 @@ class EventStream:
 
     def _run_on_loop(self, awaitable: Any, channel: EventChannel) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(awaitable)
-        name = name_of(self.stream_ready)
-
-        def done(task: asyncio.Future[Any]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                log.error(
-                    "stream_ready %s raised; closing the stream", name, exc_info=task.exception()
-                )
-                channel.close()
-
-        task.add_done_callback(done)
+        task.add_done_callback(functools.partial(self._ran, channel))
         return task
+
+    def _ran(self, channel: EventChannel, task: asyncio.Future[Any]) -> None:
+        """stream_ready's task is done: if it raised, say so and close the stream."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "stream_ready %s raised; closing the stream",
+                name_of(self.stream_ready),
+                exc_info=task.exception(),
+            )
+            channel.close()
 
     def _notify_disconnect(self, context: Context) -> None:
         callback = self.on_client_disconnect
