@@ -389,12 +389,7 @@ class EventChannel:
                 if self._severed:
                     raise asyncio.CancelledError("the stream was cut")
                 if self._items or self._replayed:
-                    chunk = self._next_chunk()
-                    if self._room is not None:
-                        self._room.notify_all()
-                    senders: list[asyncio.Future[None]] = []
-                    if self._senders:
-                        senders, self._senders = self._senders, []
+                    chunk, senders = self._take_chunk()
                     break
                 if self._closed:
                     return None
@@ -409,8 +404,29 @@ class EventChannel:
                         self._writer = None
             if woken is False and not (self._items or self._replayed):
                 return HEARTBEAT
+        if senders and len(chunk) < CHUNK_SIZE:
+            # send() calls were waiting for room: let them fill it for one turn of the loop
+            # and take what they add into this chunk, one write instead of two. Nobody
+            # waited, nothing waits: a lone event is never held back.
+            self._wake_all(senders)
+            await asyncio.sleep(0)
+            with self._lock:
+                if not (self._items or self._replayed) or self._severed:
+                    return chunk
+                more, senders = self._take_chunk(CHUNK_SIZE - len(chunk))
+            chunk += more
         self._wake_all(senders)
         return chunk
+
+    def _take_chunk(self, size: int = CHUNK_SIZE) -> tuple[bytes, list[asyncio.Future[None]]]:
+        """Under the lock: the next chunk, and the send() calls to wake now there is room."""
+        chunk = self._next_chunk(size)
+        if self._room is not None:
+            self._room.notify_all()
+        senders: list[asyncio.Future[None]] = []
+        if self._senders:
+            senders, self._senders = self._senders, []
+        return chunk, senders
 
     def _heartbeat_after(self, timeout: float) -> None:
         """Wake the idle writer with ``False`` ``timeout`` seconds from now, unless it is
@@ -497,12 +513,12 @@ class EventChannel:
         self.close()
         self._stop_heartbeat()
 
-    def _next_chunk(self) -> bytes:
+    def _next_chunk(self, limit: int = CHUNK_SIZE) -> bytes:
         # Bounded, so that a long replay to many reconnecting clients is not copied whole
         # for each of them at once.
         parts: list[bytes] = []
         size = 0
-        while size < CHUNK_SIZE:
+        while size < limit:
             if self._ahead or not self._replayed:
                 if not self._items:
                     break

@@ -181,6 +181,25 @@ async def test_a_heartbeat_comes_a_whole_delay_after_the_last_event() -> None:
     assert await channel.take(0.1) is None
 
 
+async def test_take_sends_what_waiting_senders_add_in_the_same_chunk() -> None:
+    channel = EventChannel(asyncio.get_running_loop(), buffer=2)
+
+    async def produce() -> None:
+        for i in range(7):
+            await channel.send(i)
+        channel.close()
+
+    producing = asyncio.create_task(produce())
+    await asyncio.sleep(0)  # the producer fills the buffer, then waits for room
+    chunks = []
+    while (chunk := await channel.take(None)) is not None:
+        chunks.append(chunk)
+    await producing
+    # Two buffered and the two the woken sender adds at once: one write, not two.
+    assert chunks[0] == b"".join(b"data: %d\n\n" % i for i in range(4))
+    assert b"".join(chunks) == b"".join(b"data: %d\n\n" % i for i in range(7))
+
+
 async def test_send_from_another_event_loop_waits_for_room() -> None:
     channel = EventChannel(asyncio.get_running_loop(), buffer=1)
 
