@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Self
 
@@ -482,16 +483,58 @@ class _AccessLogger(AbstractAccessLogger):
         if logger is not None and logger.isEnabledFor(logging.INFO):
             path = request.rel_url.raw_path_qs
             args = (request.remote, request.method, path, response.status, seconds * 1000)
-            # The record logger.info() makes, less its walk up the stack for the caller,
-            # which is always this method: that walk is a third of the cost of a line.
-            record = logger.makeRecord(
-                logger.name, logging.INFO, __file__, _LOG_LINE, _LOG_FORMAT, args, None, "log"
-            )
-            logger.handle(record)
+            logger.handle(_access_record(logger, args))
 
 
 _LOG_FORMAT = "%s %s %s %d %.1f ms"
 _LOG_LINE = _AccessLogger.log.__code__.co_firstlineno
+_record_templates: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def _access_record(logger: logging.Logger, args: tuple[Any, ...]) -> logging.LogRecord:
+    """The record ``logger.info(_LOG_FORMAT, *args)`` makes in :class:`_AccessLogger`, for a
+    fraction of its cost (about 8 us of a GET / answered in 100): a copy of one that
+    ``logging`` made for this logger, process and thread, with the time, the arguments and
+    the asyncio task filled in, instead of a walk up the stack and the lookups of the source
+    file, process and thread for every line. A custom record factory or logger class makes
+    its records itself."""
+    if (
+        logging.getLogRecordFactory() is not logging.LogRecord
+        or type(logger).makeRecord is not logging.Logger.makeRecord
+    ):
+        return logger.makeRecord(
+            logger.name, logging.INFO, __file__, _LOG_LINE, _LOG_FORMAT, args, None, "log"
+        )
+    key = (logger.name, os.getpid(), threading.get_ident())
+    template = _record_templates.get(key)
+    if template is None:
+        if len(_record_templates) > 64:  # threads come and go: keep the current ones
+            _record_templates.clear()
+        template = _record_templates[key] = logging.LogRecord(
+            logger.name, logging.INFO, __file__, _LOG_LINE, _LOG_FORMAT, (), None, "log"
+        ).__dict__
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    fields = record.__dict__
+    fields.update(template)
+    now = time.time()
+    fields["created"] = now
+    fields["msecs"] = int((now - int(now)) * 1000) + 0.0
+    fields["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
+    fields["args"] = args
+    if "taskName" in fields:  # Python 3.12+
+        fields["taskName"] = _task_name()
+    return record
+
+
+def _task_name() -> str | None:
+    """The running asyncio task's name, as a LogRecord notes it (Python 3.12+)."""
+    if not getattr(logging, "logAsyncioTasks", False):
+        return None
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return None
+    return task.get_name() if task is not None else None
 
 
 class _Site(web.SockSite):
