@@ -187,45 +187,7 @@ class AiohttpConnector(Connector):
         """Run the interceptor chain for one request; write the response it produced."""
         # The chain's context is gone once the response is checked: an open stream holds
         # only what its own body keeps.
-        return await self._write(request, *await self._respond(request))
-
-    async def _respond(self, request: web.BaseRequest) -> _Checked:
-        """The chain's response to ``request``, checked; or the error response instead."""
-        try:
-            request_map = _request_map(request, self)
-        except http.RequestError as err:
-            return _checked_response(err.response())
-        # Entering stops once a response is set: the HTTP layer's rule, not the chain's.
-        context = terminate_when({**self.initial_context, "request": request_map}, _responded)
-        try:
-            context = await execute(context, self.interceptors)
-            return _checked_response(context.get("response") or http.plain(404, "Not Found"))
-        except InterceptorError as err:
-            if isinstance(err.exception, http.RequestError):
-                return _checked_response(err.exception.response())
-            kind = (err.interceptor, err.stage, type(err.exception))
-            self._log_500(request, kind, err, err.exception)
-        except _BadResponse as err:
-            self._log_500(request, str(err), err, None)
-        return _checked_response(http.plain(500, "Internal Server Error"))
-
-    def _log_500(
-        self, request: web.BaseRequest, kind: Any, err: Exception, cause: BaseException | None
-    ) -> None:
-        self._errors.log(
-            log,
-            logging.ERROR,
-            kind,
-            "%s %s -> 500: %s",
-            request.method,
-            request.rel_url,
-            err,
-            exc_info=cause,
-        )
-
-    async def _write(
-        self, request: web.BaseRequest, status: int, headers: _Headers, body: Any
-    ) -> web.StreamResponse:
+        status, headers, body = await self._respond(request)
         if body is None or isinstance(body, bytes | bytearray):
             return web.Response(status=status, headers=headers, body=body)
         if isinstance(body, os.PathLike):
@@ -267,6 +229,40 @@ class AiohttpConnector(Connector):
             if aclose is not None:
                 await aclose()
         return stream
+
+    async def _respond(self, request: web.BaseRequest) -> _Checked:
+        """The chain's response to ``request``, checked; or the error response instead."""
+        try:
+            request_map = _request_map(request, self)
+        except http.RequestError as err:
+            return _checked_response(err.response())
+        # Entering stops once a response is set: the HTTP layer's rule, not the chain's.
+        context = terminate_when({**self.initial_context, "request": request_map}, _responded)
+        try:
+            context = await execute(context, self.interceptors)
+            return _checked_response(context.get("response") or http.plain(404, "Not Found"))
+        except InterceptorError as err:
+            if isinstance(err.exception, http.RequestError):
+                return _checked_response(err.exception.response())
+            kind = (err.interceptor, err.stage, type(err.exception))
+            self._log_500(request, kind, err, err.exception)
+        except _BadResponse as err:
+            self._log_500(request, str(err), err, None)
+        return _checked_response(http.plain(500, "Internal Server Error"))
+
+    def _log_500(
+        self, request: web.BaseRequest, kind: Any, err: Exception, cause: BaseException | None
+    ) -> None:
+        self._errors.log(
+            log,
+            logging.ERROR,
+            kind,
+            "%s %s -> 500: %s",
+            request.method,
+            request.rel_url,
+            err,
+            exc_info=cause,
+        )
 
 
 def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
