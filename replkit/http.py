@@ -176,13 +176,12 @@ def _content_type_leave(context: Context) -> Context:
     if response is None:
         return context
     body = response.get("body")
-    # No body, or a file, whose type is guessed from its own name when it is sent.
     if body is None or get_header(response, "Content-Type") is not None:
         return context
     if isinstance(body, dict | list):
         guessed: str | None = "application/json"
     elif isinstance(body, os.PathLike):
-        return context
+        return context  # a file's type is guessed from its own name when it is sent
     else:
         uri = context["request"]["uri"]
         # Only a name with an extension can have a type to guess.

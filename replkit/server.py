@@ -488,7 +488,8 @@ class _AccessLogger(AbstractAccessLogger):
 
 _LOG_FORMAT = "%s %s %s %d %.1f ms"
 _LOG_LINE = _AccessLogger.log.__code__.co_firstlineno
-_record_templates: dict[tuple[str, int, int], dict[str, Any]] = {}
+_record_templates: dict[tuple[str, int], dict[str, Any]] = {}
+os.register_at_fork(after_in_child=_record_templates.clear)  # the process id is in them
 
 
 def _access_record(logger: logging.Logger, args: tuple[Any, ...]) -> logging.LogRecord:
@@ -505,7 +506,7 @@ def _access_record(logger: logging.Logger, args: tuple[Any, ...]) -> logging.Log
         return logger.makeRecord(
             logger.name, logging.INFO, __file__, _LOG_LINE, _LOG_FORMAT, args, None, "log"
         )
-    key = (logger.name, os.getpid(), threading.get_ident())
+    key = (logger.name, threading.get_ident())
     template = _record_templates.get(key)
     if template is None:
         if len(_record_templates) > 64:  # threads come and go: keep the current ones

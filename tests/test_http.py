@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -466,6 +467,13 @@ def test_an_access_record_is_the_one_logging_would_make() -> None:
     )
     assert everything.format(made) == everything.format(expected)
     assert everything.format(made).endswith(": 127.0.0.1 GET /?q=1 200 1.2 ms")
+
+    # A forked child makes its own: the process id is in the copies.
+    child = os.fork()
+    if child == 0:
+        fresh = not server._record_templates
+        os._exit(0 if fresh and server._access_record(logger, args).process == os.getpid() else 1)
+    assert os.waitpid(child, 0)[1] == 0
 
     class Mine(logging.LogRecord):
         pass
