@@ -32,6 +32,7 @@ The connector map's ``secure_headers`` go on every response it writes, these inc
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -41,11 +42,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http import HttpVersion11
+from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
-from multidict import CIMultiDict
 
 from replkit import http
 from replkit.errors import ReplkitError
@@ -142,17 +142,25 @@ class AiohttpConnector(Connector):
         """End this connector's event streams after what they have buffered, and cut those
         still open ``shutdown_grace`` seconds later (a client that does not read); cut other
         streaming bodies at once. Runs on the server's loop."""
+        closed = []
         for task, body in list(self._streams.items()):
             close = getattr(body, "close", None)
             if callable(close):
                 close()
-                task.get_loop().call_later(self.shutdown_grace, task.cancel)
+                closed.append(task)
             else:
                 task.cancel()
+        if closed:  # one timer for them all, however many
+            asyncio.get_running_loop().call_later(self.shutdown_grace, _cancel, closed)
 
     async def shutdown(self) -> None:
-        """The server is stopping: end every stream this connector is writing."""
+        """The server is stopping: end every stream this connector is writing, and return
+        once they have ended (at most ``shutdown_grace`` seconds: :meth:`close_streams` cuts
+        them then). Their connections are then closed, which leaves aiohttp's shutdown,
+        one coroutine, future and timer per open connection, next to nothing to do."""
         self.close_streams()
+        if self._streams:
+            await asyncio.wait(list(self._streams), timeout=self.shutdown_grace)
 
     def make_request(
         self,
@@ -177,46 +185,15 @@ class AiohttpConnector(Connector):
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Run the interceptor chain for one request; write the response it produced."""
-        try:
-            request_map = _request_map(request, self)
-        except http.RequestError as err:
-            return await self._write(request, err.response())
-        # Entering stops once a response is set: the HTTP layer's rule, not the chain's.
-        context = terminate_when({**self.initial_context, "request": request_map}, _responded)
-        try:
-            context = await execute(context, self.interceptors)
-            response = context.get("response")
-            return await self._write(request, response or http.plain(404, "Not Found"))
-        except InterceptorError as err:
-            if isinstance(err.exception, http.RequestError):
-                return await self._write(request, err.exception.response())
-            kind = (err.interceptor, err.stage, type(err.exception))
-            self._log_500(request, kind, err, err.exception)
-        except _BadResponse as err:
-            self._log_500(request, str(err), err, None)
-        return await self._write(request, http.plain(500, "Internal Server Error"))
-
-    def _log_500(
-        self, request: web.BaseRequest, kind: Any, err: Exception, cause: BaseException | None
-    ) -> None:
-        self._errors.log(
-            log,
-            logging.ERROR,
-            kind,
-            "%s %s -> 500: %s",
-            request.method,
-            request.rel_url,
-            err,
-            exc_info=cause,
-        )
-
-    async def _write(self, request: web.BaseRequest, response: Any) -> web.StreamResponse:
-        status, headers, body = _checked_response(response)
+        # The chain's context is gone once the response is checked: an open stream holds
+        # only what its own body keeps.
+        status, headers, body = await self._respond(request)
+        if body is None or isinstance(body, bytes | bytearray):
+            return web.Response(status=status, headers=headers, body=body)
         if isinstance(body, os.PathLike):
             return web.FileResponse(body, status=status, headers=headers)
-        if not isinstance(body, AsyncIterable):
-            return web.Response(status=status, headers=headers, body=body)
         stream = web.StreamResponse(status=status, headers=headers)
+        del headers  # the response has its own copy: an open stream need not hold two
         if request.method == "HEAD":
             return stream  # headers only: the body is never iterated, its producer never starts
         await stream.prepare(request)
@@ -252,6 +229,45 @@ class AiohttpConnector(Connector):
             if aclose is not None:
                 await aclose()
         return stream
+
+    async def _respond(self, request: web.BaseRequest) -> _Checked:
+        """The chain's response to ``request``, checked; or the error response instead."""
+        try:
+            request_map = _request_map(request, self)
+        except http.RequestError as err:
+            return _checked_response(err.response())
+        # Entering stops once a response is set: the HTTP layer's rule, not the chain's.
+        context = terminate_when({**self.initial_context, "request": request_map}, _responded)
+        try:
+            context = await execute(context, self.interceptors)
+            return _checked_response(context.get("response") or http.plain(404, "Not Found"))
+        except InterceptorError as err:
+            if isinstance(err.exception, http.RequestError):
+                return _checked_response(err.exception.response())
+            kind = (err.interceptor, err.stage, type(err.exception))
+            self._log_500(request, kind, err, err.exception)
+        except _BadResponse as err:
+            self._log_500(request, str(err), err, None)
+        return _checked_response(http.plain(500, "Internal Server Error"))
+
+    def _log_500(
+        self, request: web.BaseRequest, kind: Any, err: Exception, cause: BaseException | None
+    ) -> None:
+        self._errors.log(
+            log,
+            logging.ERROR,
+            kind,
+            "%s %s -> 500: %s",
+            request.method,
+            request.rel_url,
+            err,
+            exc_info=cause,
+        )
+
+
+def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
 
 
 def _responded(context: Context) -> bool:
@@ -291,8 +307,11 @@ class _Request(web.BaseRequest):
         if connector.secure_headers is None:
             return
         headers = response.headers
-        if all(name in headers for name in connector._secure_names):
-            return
+        for name in connector._secure_names:
+            if name not in headers:
+                break
+        else:
+            return  # the chain's secure_headers added them all
         for name, value in http.secure_header_values(connector.secure_headers).items():
             headers.setdefault(name, value)
 
@@ -304,6 +323,8 @@ class RequestBody:
     without reading (a 404, a refusal) costs no memory for its body, and a client waiting
     on ``Expect: 100-continue`` is told to send it only now.
     """
+
+    __slots__ = ("_continued", "_data", "_request", "limit", "stall_timeout")
 
     def __init__(self, request: web.BaseRequest, limit: int, stall_timeout: float) -> None:
         self._request = request
@@ -372,11 +393,15 @@ _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s\[\]/@:?#]*)(?::([0-9]{0,5}))?")
 
 
 def _request_map(request: web.BaseRequest, connector: AiohttpConnector) -> dict[str, Any]:
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        name = name.lower()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    given = request.headers
+    headers = {name.lower(): value for name, value in given.items()}
+    if len(headers) < len(given):  # a repeated header: its values joined, as HTTP allows
+        headers = {}
+        for name, value in given.items():
+            name = name.lower()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    version = request.version
     return {
         "request_method": request.method.lower(),
         "uri": request.rel_url.raw_path,
@@ -387,8 +412,11 @@ def _request_map(request: web.BaseRequest, connector: AiohttpConnector) -> dict[
         "server_name": _server_name(headers.get("host"), sockname),
         "server_port": sockname[1] if sockname else None,
         "remote_addr": request.remote,
-        "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
+        "protocol": _PROTOCOLS.get(version) or f"HTTP/{version.major}.{version.minor}",
     }
+
+
+_PROTOCOLS = {HttpVersion10: "HTTP/1.0", HttpVersion11: "HTTP/1.1"}
 
 
 def _server_name(host: str | None, sockname: Any) -> str | None:
@@ -404,7 +432,18 @@ class _BadResponse(Exception):
     pass
 
 
-def _checked_response(response: Any) -> tuple[int, CIMultiDict[str], Any]:
+_SEVERAL = (list, tuple)  # a header value sent as one line per item
+
+
+def _breaks(text: str) -> bool:
+    return "\r" in text or "\n" in text or "\0" in text
+
+
+_Headers = list[tuple[str, str]]  # as aiohttp's responses take them (and copy them)
+_Checked = tuple[int, _Headers, Any]
+
+
+def _checked_response(response: Any) -> _Checked:
     if not isinstance(response, Mapping):
         raise _BadResponse(f"response is {type(response).__name__}, not a dict")
     status = response.get("status")
@@ -413,25 +452,34 @@ def _checked_response(response: Any) -> tuple[int, CIMultiDict[str], Any]:
     given = response.get("headers") or {}
     if not isinstance(given, Mapping):
         raise _BadResponse(f"response headers are {type(given).__name__}, not a dict")
-    headers: CIMultiDict[str] = CIMultiDict()
+    pairs = []
     for name, value in given.items():
-        for item in value if isinstance(value, list | tuple) else [value]:
-            text = str(item)
-            if not isinstance(name, str) or any(c in f"{name}{text}" for c in "\r\n\0"):
-                raise _BadResponse(f"response header {name!r}: {text!r:.60} has CR, LF or NUL")
-            headers.add(name, text)
+        if not isinstance(name, str):
+            raise _BadResponse(f"response header {name!r}: {value!r:.60} is not named by a str")
+        if isinstance(value, _SEVERAL):
+            pairs.extend((name, item if type(item) is str else str(item)) for item in value)
+        else:
+            pairs.append((name, value if type(value) is str else str(value)))
+    # One scan of every name and value for what would split a header line; the culprit is
+    # looked for only once there is one.
+    if _breaks("".join(itertools.chain.from_iterable(pairs))):
+        name, text = next(pair for pair in pairs if _breaks(pair[0] + pair[1]))
+        raise _BadResponse(f"response header {name!r}: {text!r:.60} has CR, LF or NUL")
     body = response.get("body")
     if isinstance(body, str):
         body = body.encode()
+    elif body is None or isinstance(body, bytes | bytearray):
+        pass  # tested before the abstract classes below, whose checks cost more
     elif isinstance(body, dict | list):
         try:
             body = json.dumps(body, ensure_ascii=False).encode()
         except (TypeError, ValueError, RecursionError) as err:
             raise _BadResponse(f"response body is not JSON-serializable: {err}") from None
-        headers.setdefault("Content-Type", "application/json")
-    elif not (body is None or isinstance(body, bytes | bytearray | AsyncIterable | os.PathLike)):
+        if not any(name.lower() == "content-type" for name, _ in pairs):
+            pairs.append(("Content-Type", "application/json"))
+    elif not isinstance(body, AsyncIterable | os.PathLike):
         raise _BadResponse(
             f"response body is {type(body).__name__}; expected str, bytes, dict, list, None, "
             "a pathlib.Path or an async iterable of chunks"
         )
-    return status, headers, body
+    return status, pairs, body

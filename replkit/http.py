@@ -16,7 +16,7 @@ import logging
 import mimetypes
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -109,12 +109,19 @@ def get_header(response: Mapping[str, Any], name: str) -> Any:
     return None
 
 
-def _with_headers(context: Context, extra: Mapping[str, Any]) -> Context:
-    """The context with ``extra`` headers added to its response, where not already set."""
+def _with_headers(context: Context, extra: Iterable[tuple[str, str, Any]]) -> Context:
+    """The context with ``extra`` headers, ``(name, name in lower case, value)``, added to its
+    response where not already set (in any case)."""
     response = context["response"]
-    headers = dict(response.get("headers") or {})
-    present = {key.lower() for key in headers}
-    headers.update((k, v) for k, v in extra.items() if k.lower() not in present)
+    given = response.get("headers")
+    if given:
+        headers = dict(given)
+        present = {key.lower() for key in given}
+        for name, lower, value in extra:
+            if lower not in present:
+                headers[name] = value
+    else:
+        headers = {name: value for name, _, value in extra}
     return {**context, "response": {**response, "headers": headers}}
 
 
@@ -126,9 +133,10 @@ def _single_or_list(parsed: Mapping[str, list[str]]) -> dict[str, str | list[str
 
 
 def _log_enter(context: Context) -> Context:
-    request = context["request"]
-    query = f"?{request['query_string']}" if request.get("query_string") else ""
-    request_log.debug("%s %s%s", request["request_method"].upper(), request["uri"], query)
+    if request_log.isEnabledFor(logging.DEBUG):
+        request = context["request"]
+        query = f"?{request['query_string']}" if request.get("query_string") else ""
+        request_log.debug("%s %s%s", request["request_method"].upper(), request["uri"], query)
     return context
 
 
@@ -165,22 +173,26 @@ not_found = Interceptor(
 
 def _content_type_leave(context: Context) -> Context:
     response = context.get("response")
-    if response is None or get_header(response, "Content-Type") is not None:
+    if response is None:
         return context
     body = response.get("body")
-    if body is None or isinstance(body, os.PathLike):
-        return context  # no body; a file's type is guessed from its own name when sent
+    if body is None or get_header(response, "Content-Type") is not None:
+        return context
     if isinstance(body, dict | list):
         guessed: str | None = "application/json"
+    elif isinstance(body, os.PathLike):
+        return context  # a file's type is guessed from its own name when it is sent
     else:
-        guessed, _ = mimetypes.guess_type(context["request"]["uri"])
+        uri = context["request"]["uri"]
+        # Only a name with an extension can have a type to guess.
+        guessed = mimetypes.guess_type(uri)[0] if "." in uri.rpartition("/")[2] else None
         if guessed is None and isinstance(body, str):
             guessed = "text/plain"
     if guessed is None:
         return context
     if guessed.startswith("text/"):
         guessed += "; charset=UTF-8"
-    return _with_headers(context, {"Content-Type": guessed})
+    return _with_headers(context, (("Content-Type", "content-type", guessed),))
 
 
 content_type = Interceptor(
@@ -197,8 +209,10 @@ content_type = Interceptor(
 
 
 def _query_params_enter(context: Context) -> Context:
-    parsed = parse_qs(context["request"].get("query_string") or "", keep_blank_values=True)
-    return {**context, "request": {**context["request"], "query_params": _single_or_list(parsed)}}
+    request = context["request"]
+    query = request.get("query_string")
+    params = _single_or_list(parse_qs(query, keep_blank_values=True)) if query else {}
+    return {**context, "request": {**request, "query_params": params}}
 
 
 query_params = Interceptor(
@@ -214,7 +228,10 @@ query_params = Interceptor(
 
 
 def _body_kind(request: Mapping[str, Any]) -> str | None:
-    media_type = (request["headers"].get("content-type") or "").split(";")[0].strip().lower()
+    content_type = request["headers"].get("content-type")
+    if not content_type:
+        return None
+    media_type = content_type.split(";")[0].strip().lower()
     if media_type == "application/json" or media_type.endswith("+json"):
         return "json"
     if media_type == "application/x-www-form-urlencoded":
@@ -281,11 +298,12 @@ _parse_body = Interceptor(
 )
 
 
-async def _body_params_enter(context: Context) -> Context:
+def _body_params_enter(context: Context) -> Context | Awaitable[Context]:
+    # A plain function: a request without a body to parse (most) costs the chain no coroutine.
     if _body_kind(context["request"]) is None:
         return context
     if "route" in context:  # already routed: body_params is one of the route's interceptors
-        return await _parse_body_enter(context)
+        return _parse_body_enter(context)
     # Enqueued now, this runs after the router, which enqueues the route's interceptors
     # behind it: so the body is read only for a request some route takes.
     return enqueue(context, _parse_body)
@@ -350,6 +368,8 @@ def make_secure_headers(overrides: Mapping[str, str | None] | None = None) -> In
     """A secure-headers interceptor with ``overrides`` applied to :data:`SECURE_HEADERS`
     (see :func:`secure_header_values`); :data:`secure_headers` is the one without."""
     templates = _templates(overrides)  # a bad override fails here, when the map is built
+    # Each header's name, lower-cased name, value, and whether the value takes the nonce.
+    prepared = [(k, k.lower(), v, "{nonce}" in v) for k, v in templates.items()]
 
     def enter(context: Context) -> Context:
         nonce = secrets.token_urlsafe(16)
@@ -359,7 +379,9 @@ def make_secure_headers(overrides: Mapping[str, str | None] | None = None) -> In
     def leave(context: Context) -> Context:
         if context.get("response") is None:
             return context
-        return _with_headers(context, _filled(templates, context.get("csp_nonce")))
+        nonce = context.get("csp_nonce") or secrets.token_urlsafe(16)
+        filled = [(k, low, v.replace("{nonce}", nonce) if n else v) for k, low, v, n in prepared]
+        return _with_headers(context, filled)
 
     return Interceptor(
         name="replkit.http/secure-headers",
@@ -509,7 +531,7 @@ def allow_origin(allowed: Any) -> Interceptor:
             if cors.allowed_headers:
                 headers["Access-Control-Allow-Headers"] = ", ".join(cors.allowed_headers)
             headers["Access-Control-Max-Age"] = str(cors.max_age)
-        return _with_headers(context, headers)
+        return _with_headers(context, [(k, k.lower(), v) for k, v in headers.items()])
 
     return Interceptor(
         name="replkit.http/allow-origin", enter=enter, leave=leave, doc=allow_origin.__doc__

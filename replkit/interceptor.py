@@ -111,14 +111,24 @@ def handler(fn: Callable[[Any], Any]) -> Interceptor:
     """
     name = name_of(fn)
 
-    async def enter(context: Context) -> Context:
-        response = await _call(fn, context["request"])
+    def respond(context: Context, response: Any) -> Context:
         if not isinstance(response, Mapping):
             raise TypeError(
                 f"handler {name} returned {type(response).__name__} {response!r:.60}; "
                 "a handler must return a response dict such as {'status': 200, 'body': '...'}"
             )
         return {**context, "response": dict(response)}
+
+    async def respond_later(context: Context, response: Awaitable[Any]) -> Context:
+        return respond(context, await response)
+
+    def enter(context: Context) -> Context | Awaitable[Context]:
+        # A plain enter, so that a plain handler costs the chain no coroutine; an awaitable
+        # result (an async handler's) is awaited by the chain through respond_later.
+        response = fn(context["request"])
+        if type(response) is not dict and inspect.isawaitable(response):
+            return respond_later(context, response)
+        return respond(context, response)
 
     return Interceptor(name=name, enter=enter, doc=inspect.getdoc(fn))
 
@@ -160,13 +170,17 @@ def interceptor(value: Interceptor | Mapping[str, Any] | Callable[..., Any]) -> 
 
 def enqueue(context: Context, *interceptors: Any) -> Context:
     """Return ``context`` with ``interceptors`` appended to the ones still to enter."""
-    queue = [*(context.get(QUEUE) or ()), *(interceptor(i) for i in interceptors)]
-    return {**context, QUEUE: queue}
+    added = [i if isinstance(i, Interceptor) else interceptor(i) for i in interceptors]
+    return {**context, QUEUE: [*(context.get(QUEUE) or ()), *added]}
 
 
 def terminate(context: Context) -> Context:
     """Return ``context`` with nothing left to enter: the leave stage starts next."""
-    return {key: value for key, value in context.items() if key != QUEUE}
+    if QUEUE not in context:
+        return context
+    rest = dict(context)
+    del rest[QUEUE]
+    return rest
 
 
 def terminate_when(context: Context, predicate: Callable[[Context], Any]) -> Context:
@@ -198,15 +212,25 @@ async def _enter_all(
     context: Context, stack: list[Interceptor]
 ) -> tuple[Context, InterceptorError | None]:
     while queue := context.get(QUEUE):
-        current = queue[0]
-        context = {**context, QUEUE: queue[1:]}
+        # Interceptors without an enter are only stacked (their leave and error still run):
+        # the context is copied once per enter actually called, not once per interceptor.
+        skip = 0
+        while queue[skip].enter is None:
+            stack.append(queue[skip])
+            skip += 1
+            if skip == len(queue):
+                return terminate(context), None
+        current = queue[skip]
+        context = {**context, QUEUE: queue[skip + 1 :]}
         stack.append(current)
-        if current.enter is None:
-            continue
         try:
-            context = _checked(await _call(current.enter, context), current, "enter")
-            if any(predicate(context) for predicate in context.get(TERMINATORS) or ()):
-                break
+            result = current.enter(context)
+            if type(result) is not dict:
+                result = await _settled(result, current, "enter")
+            context = result
+            for predicate in context.get(TERMINATORS) or ():
+                if predicate(context):
+                    return terminate(context), None
         except Exception as exc:
             return terminate(context), _wrap(exc, current, "enter")
     return terminate(context), None
@@ -218,17 +242,21 @@ async def _leave_all(
     while stack:
         current = stack.pop()
         if error is None:
-            if current.leave is None:
+            leave = current.leave
+            if leave is None:
                 continue
             try:
-                context = _checked(await _call(current.leave, context), current, "leave")
+                result = leave(context)
+                if type(result) is not dict:
+                    result = await _settled(result, current, "leave")
+                context = result
             except Exception as exc:
                 error = _wrap(exc, current, "leave")
             continue
         if current.error is None:
             continue
         try:
-            context = _checked(await _call(current.error, context, error), current, "error")
+            context = await _settled(current.error(context, error), current, "error")
             error = None
         except Exception as exc:
             # Raising the error it was given (or what it wraps) means "not mine".
@@ -249,11 +277,12 @@ def _replaced(
     return {**context, SUPPRESSED: [*(context.get(SUPPRESSED) or ()), original]}, new
 
 
-async def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    result = fn(*args)
+async def _settled(result: Any, current: Interceptor, stage: str) -> Context:
+    """A stage's result that is not a plain dict: awaited if it is awaitable, then checked.
+    (A plain dict, what most stages return, needs neither: the chain tests for it first.)"""
     if inspect.isawaitable(result):
         result = await result
-    return result
+    return _checked(result, current, stage)
 
 
 def _checked(result: Any, current: Interceptor, stage: str) -> Context:

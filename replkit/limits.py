@@ -231,13 +231,16 @@ class _Protocol(RequestHandler):
         self._header_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
-        # The first bytes of a request head start the clock; a complete head stops it.
-        if self._header_timer is None and not self._request_in_progress and not self._messages:
-            self._header_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
+        # The first bytes of a request head that stays incomplete start the clock; a complete
+        # head stops it. A head that arrives whole, as almost all do, costs no timer.
+        idle = not self._request_in_progress and not self._messages
         super().data_received(data)
-        if self._header_timer is not None and (self._messages or self._request_in_progress):
-            self._header_timer.cancel()
-            self._header_timer = None
+        if self._messages or self._request_in_progress:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+        elif idle and data and self._header_timer is None:
+            self._header_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
 
     def _head_overdue(self) -> None:
         self._header_timer = None

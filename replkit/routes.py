@@ -105,6 +105,13 @@ class Router:
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes = tuple(sorted(routes, key=Route._priority))
         self._by_name = {route.name: route for route in self.routes}
+        # Routes without params, by method and segments: a path one of them matches has no
+        # better match (its segments are all literal), so it is found without a scan.
+        self._static = {
+            (route.method, route.segments): route
+            for route in reversed(self.routes)  # the first of equals wins, as in the scan
+            if not any(s[:1] in (":", "*") for s in route.segments)
+        }
 
     def match(self, method: str, path: str) -> Match | None:
         """The route for ``method`` and the raw (percent-encoded) ``path``, or ``None``.
@@ -119,6 +126,10 @@ class Router:
         return found
 
     def _match(self, method: str, parts: list[str]) -> Match | None:
+        segments = tuple(parts) if "%" not in "".join(parts) else tuple(map(unquote, parts))
+        static = self._static.get((method, segments)) or self._static.get(("any", segments))
+        if static is not None:
+            return Match(static, {})
         for route in self.routes:
             if route.method in (method, "any"):
                 params = route.match_segments(parts)
@@ -205,9 +216,10 @@ def router(routes: Any) -> Interceptor:
         routing = current_router()
         found = routing.match(request["request_method"], request["uri"])
         if found is not None:
-            request = {**request, "path_params": found.path_params}
-            context = {**context, "request": request, "route": found.route}
-            return enqueue(context, *found.route.interceptors)
+            context = enqueue(context, *found.route.interceptors)  # a new dict, ours to fill
+            context["request"] = {**request, "path_params": found.path_params}
+            context["route"] = found.route
+            return context
         allowed = routing.allowed_methods(request["uri"])
         if not allowed:
             return {**context, "route": None}

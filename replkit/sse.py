@@ -14,6 +14,7 @@ The interceptors run for the request that opens the stream, never for the events
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -74,36 +75,48 @@ def encode_event(event: Any) -> bytes:
     cannot encode, text UTF-8 cannot encode, or a mapping with other keys.
     """
     if isinstance(event, Mapping):
-        unknown = set(event) - EVENT_KEYS
-        if unknown:
+        if not EVENT_KEYS.issuperset(event):
             raise ValueError(
-                f"event has unknown keys {sorted(map(str, unknown))}; an event is a dict "
-                "with 'data' and optional 'name', 'id', 'retry' (send other values as data)"
+                f"event has unknown keys {sorted(map(str, set(event) - EVENT_KEYS))}; an event "
+                "is a dict with 'data' and optional 'name', 'id', 'retry' (send other values "
+                "as data)"
             )
-        fields = event
+        get = event.get
+        name, ident, retry, data = get("name"), get("id"), get("retry"), get("data")
     else:
-        fields = {"data": event}
-    out = []
-    for key, field in (("name", "event"), ("id", "id")):
-        value = _text(fields.get(key))
-        if _FORBIDDEN.search(value):
-            raise ValueError(f"event {key} {value!r} contains CR, LF or NUL, which SSE forbids")
-        if value:
-            out.append(f"{field}: {value}\n")
-    retry = fields.get("retry")
+        name = ident = retry = None
+        data = event
+    head = ""  # most events have no name, id or retry: nothing to check for them
+    if name is not None:
+        head = _field("name", "event", name)
+    if ident is not None:
+        head += _field("id", "id", ident)
     if retry is not None:
         if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
             raise ValueError(f"event retry {retry!r} must be a non-negative int (milliseconds)")
-        out.append(f"retry: {retry}\n")
-    out.extend(f"data: {line}\n" for line in _LINE_BREAK.split(_data_text(fields.get("data"))))
-    out.append("\n")
+        head += f"retry: {retry}\n"
+    text = _data_text(data)
+    if "\n" in text or "\r" in text:
+        lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(text))
+    else:
+        lines = f"data: {text}\n"
     try:
-        return "".join(out).encode()
+        return f"{head}{lines}\n".encode()
     except UnicodeEncodeError as err:
         raise ValueError(f"event text cannot be sent as UTF-8: {err}") from None
 
 
+def _field(key: str, field: str, value: Any) -> str:
+    """The ``event:`` or ``id:`` line of an event, empty for a blank value."""
+    text = _text(value)
+    if _FORBIDDEN.search(text):
+        raise ValueError(f"event {key} {text!r} contains CR, LF or NUL, which SSE forbids")
+    return f"{field}: {text}\n" if text else ""
+
+
 def _data_text(data: Any) -> str:
+    if type(data) is str:
+        return data
     if isinstance(data, dict | list):
         try:
             return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -147,6 +160,8 @@ class _Waker:
     A thread handing events to thousands of streams (a topic's fan-out, thousands of
     producer threads) would otherwise write to the loop's self-pipe once per stream.
     """
+
+    __slots__ = ("_lock", "_loop", "_pending")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -193,6 +208,11 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+_NO_EVENTS: deque[bytes] = deque(maxlen=0)
+"""The queue of a channel that has had no event yet, shared: a deque's first block costs
+more than half a KiB, and most streams wait idle. Never appended to (it would drop)."""
+
+
 class _Delivery(Enum):
     """What :meth:`EventChannel._deliver` did with an event (the topic's side of a channel)."""
 
@@ -216,6 +236,28 @@ class EventChannel:
     and the loop is woken only when the stream's writer is idle, waiting for an event.
     """
 
+    # Thousands of channels sit idle at once: what only some of them need (a queue once an
+    # event comes, a condition once a put() must wait, a replay) is made on first use.
+    __slots__ = (
+        "_ahead",
+        "_buffer",
+        "_close_waiters",
+        "_closed",
+        "_heartbeat",
+        "_heartbeat_at",
+        "_items",
+        "_lock",
+        "_loop",
+        "_replayed",
+        "_room",
+        "_senders",
+        "_severed",
+        "_waker",
+        "_warned_full_on_loop",
+        "_writer",
+        "_writer_task",
+    )
+
     def __init__(self, loop: asyncio.AbstractEventLoop, buffer: int = 10) -> None:
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
             raise ValueError(f"buffer must be a positive int, got {buffer!r}")
@@ -224,11 +266,11 @@ class EventChannel:
         self._buffer = buffer
         self._lock = threading.Lock()
         # Blocked put() calls wait on this; it is notified when the writer takes events.
-        self._room = threading.Condition(self._lock)
-        self._items: deque[bytes] = deque()
+        self._room: threading.Condition | None = None
+        self._items = _NO_EVENTS
         # Events a topic replays: they go out after the first _ahead of _items and do not
         # count against the buffer, which bounds what is published live.
-        self._replayed: deque[bytes] = deque()
+        self._replayed = _NO_EVENTS
         self._ahead = 0
         self._closed = False
         self._severed = False  # cut by _cut(): the connection is to be dropped, not ended
@@ -237,6 +279,9 @@ class EventChannel:
         self._close_waiters: list[asyncio.Future[None]] = []
         self._writer_task: asyncio.Task[Any] | None = None  # set by the stream serving it
         self._warned_full_on_loop = False
+        # One heartbeat timer per stream, moved forward only when it fires early.
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._heartbeat_at = 0.0
 
     @property
     def closed(self) -> bool:
@@ -268,11 +313,13 @@ class EventChannel:
                 )
             return delivery is _Delivery.SENT
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._room:
+        with self._lock:
             while not self._closed and len(self._items) >= self._buffer:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
+                if self._room is None:
+                    self._room = threading.Condition(self._lock)
                 self._room.wait(remaining)
             if self._closed:
                 return False
@@ -286,7 +333,6 @@ class EventChannel:
         Works from any event loop, the server's or another one.
         """
         data = encode_event(event)
-        loop = asyncio.get_running_loop()
         while True:
             with self._lock:
                 if self._closed:
@@ -294,7 +340,7 @@ class EventChannel:
                 if len(self._items) < self._buffer:
                     writer = self._append(data)
                     break
-                room = loop.create_future()
+                room = asyncio.get_running_loop().create_future()
                 self._senders.append(room)
             try:
                 await room
@@ -311,7 +357,8 @@ class EventChannel:
             if self._closed:
                 return
             self._closed = True
-            self._room.notify_all()
+            if self._room is not None:
+                self._room.notify_all()
             waiting = [*self._senders, *self._close_waiters]
             self._senders.clear()
             self._close_waiters.clear()
@@ -342,28 +389,68 @@ class EventChannel:
                 if self._severed:
                     raise asyncio.CancelledError("the stream was cut")
                 if self._items or self._replayed:
-                    chunk = self._next_chunk()
-                    self._room.notify_all()
-                    senders, self._senders = self._senders, []
+                    chunk, senders = self._take_chunk()
                     break
                 if self._closed:
                     return None
                 writer = self._writer = self._loop.create_future()
-            timer = None
             if timeout is not None:
-                timer = self._loop.call_later(timeout, _wake, writer, False)
+                self._heartbeat_after(timeout)
             try:
                 woken = await writer
             finally:
-                if timer is not None:
-                    timer.cancel()
                 with self._lock:
                     if self._writer is writer:
                         self._writer = None
             if woken is False and not (self._items or self._replayed):
                 return HEARTBEAT
+        if senders and len(chunk) < CHUNK_SIZE:
+            # send() calls were waiting for room: let them fill it for one turn of the loop
+            # and take what they add into this chunk, one write instead of two. Nobody
+            # waited, nothing waits: a lone event is never held back.
+            self._wake_all(senders)
+            await asyncio.sleep(0)
+            with self._lock:
+                if not (self._items or self._replayed) or self._severed:
+                    return chunk
+                more, senders = self._take_chunk(CHUNK_SIZE - len(chunk))
+            chunk += more
         self._wake_all(senders)
         return chunk
+
+    def _take_chunk(self, size: int = CHUNK_SIZE) -> tuple[bytes, list[asyncio.Future[None]]]:
+        """Under the lock: the next chunk, and the send() calls to wake now there is room."""
+        chunk = self._next_chunk(size)
+        if self._room is not None:
+            self._room.notify_all()
+        senders: list[asyncio.Future[None]] = []
+        if self._senders:
+            senders, self._senders = self._senders, []
+        return chunk, senders
+
+    def _heartbeat_after(self, timeout: float) -> None:
+        """Wake the idle writer with ``False`` ``timeout`` seconds from now, unless it is
+        woken before. The timer is kept across waits rather than made and cancelled for
+        each: one that fires early, for a wait that has since ended, moves itself forward."""
+        self._heartbeat_at = self._loop.time() + timeout
+        timer = self._heartbeat
+        if timer is not None and timer.when() > self._heartbeat_at:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._heartbeat = self._loop.call_at(self._heartbeat_at, self._heartbeat_due)
+
+    def _heartbeat_due(self) -> None:
+        self._heartbeat = None
+        if self._loop.time() < self._heartbeat_at:
+            self._heartbeat = self._loop.call_at(self._heartbeat_at, self._heartbeat_due)
+        elif (writer := self._writer) is not None:
+            _wake(writer, False)
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
 
     # --- the topic's side: delivery without encoding, replay, and cutting a slow client ---
 
@@ -394,6 +481,8 @@ class EventChannel:
             if self._closed:
                 return
             self._ahead = len(self._items)
+            if self._replayed is _NO_EVENTS:
+                self._replayed = deque()
             self._replayed.extend(chunks)
             writer = self._take_idle_writer()
         self._wake_writer(writer)
@@ -407,8 +496,7 @@ class EventChannel:
         """
         with self._lock:
             self._severed = True
-            self._items.clear()
-            self._replayed.clear()
+            self._items = self._replayed = _NO_EVENTS
             self._ahead = 0
             stuck = self._writer is None and self._writer_task is not None
         self.close()
@@ -417,18 +505,20 @@ class EventChannel:
             self._call_on_loop(self._writer_task.cancel)
 
     def _discard(self) -> None:
+        """The stream is over: drop what is buffered, close, and stop the heartbeat (on the
+        channel's loop)."""
         with self._lock:
-            self._items.clear()
-            self._replayed.clear()
+            self._items = self._replayed = _NO_EVENTS
             self._ahead = 0
         self.close()
+        self._stop_heartbeat()
 
-    def _next_chunk(self) -> bytes:
+    def _next_chunk(self, limit: int = CHUNK_SIZE) -> bytes:
         # Bounded, so that a long replay to many reconnecting clients is not copied whole
         # for each of them at once.
         parts: list[bytes] = []
         size = 0
-        while size < CHUNK_SIZE:
+        while size < limit:
             if self._ahead or not self._replayed:
                 if not self._items:
                     break
@@ -440,6 +530,8 @@ class EventChannel:
         return b"".join(parts)
 
     def _append(self, data: bytes) -> asyncio.Future[bool] | None:
+        if self._items is _NO_EVENTS:
+            self._items = deque()
         self._items.append(data)
         return self._take_idle_writer()
 
@@ -453,8 +545,10 @@ class EventChannel:
 
     def _wake_all(self, futures: Iterable[asyncio.Future[None]]) -> None:
         for future in futures:
-            # A sender may wait on another loop than the stream's.
-            _waker_of(future.get_loop()).wake(future)
+            # A sender may wait on another loop than the stream's (whose waker is looked up
+            # under a lock: only then).
+            loop = future.get_loop()
+            (self._waker if loop is self._loop else _waker_of(loop)).wake(future)
 
     def _call_on_loop(self, fn: Callable[[], Any]) -> None:
         if _running_loop() is self._loop:
@@ -473,6 +567,17 @@ class EventStream:
     ``on_client_disconnect`` is called once when the stream ends, however it ends.
     """
 
+    __slots__ = (
+        "_closed",
+        "_producer",
+        "buffer",
+        "channel",
+        "context",
+        "heartbeat_delay",
+        "on_client_disconnect",
+        "stream_ready",
+    )
+
     def __init__(
         self,
         stream_ready: StreamReady,
@@ -489,6 +594,8 @@ class EventStream:
         self.on_client_disconnect = on_client_disconnect
         self.channel: EventChannel | None = None
         self._closed = False
+        # What runs stream_ready, until it is done: a thread's future or a task.
+        self._producer: asyncio.Future[Any] | None = None
 
     def close(self) -> None:
         """End the stream after what is buffered (the server calls this when it stops)."""
@@ -502,21 +609,29 @@ class EventStream:
     async def _events(self) -> AsyncIterator[bytes]:
         channel = self.channel = EventChannel(asyncio.get_running_loop(), self.buffer)
         channel._writer_task = asyncio.current_task()
-        # What stream_ready and on_client_disconnect see: the context, and the channel.
-        context = {**self.context, "event_channel": channel}
-        producer: asyncio.Future[Any] | None = None
+        # What stream_ready and on_client_disconnect see: the context, and the channel (it
+        # replaces the context without it, which an open stream need not hold twice).
+        context = self.context = {**self.context, "event_channel": channel}
         try:
             if self._closed:  # closed before the first step: the server is stopping
                 channel.close()
             else:
-                producer = self._start(channel, context)
+                self._producer = self._start(channel, context)
+                if self._producer is not None:
+                    self._producer.add_done_callback(self._producer_done)
             while (chunk := await channel.take(self.heartbeat_delay)) is not None:
                 yield chunk
         finally:
             channel._discard()
-            if producer is not None and not producer.done():
-                producer.cancel()
+            if self._producer is not None:
+                self._producer.cancel()
             self._notify_disconnect(context)
+
+    def _producer_done(self, producer: asyncio.Future[Any]) -> None:
+        # A stream whose producer is done (an async stream_ready that only subscribed
+        # something, a thread that ended) keeps no task or future for it.
+        if self._producer is producer:
+            self._producer = None
 
     def _start(self, channel: EventChannel, context: Context) -> asyncio.Future[Any] | None:
         fn = self.stream_ready
@@ -557,33 +672,38 @@ class EventStream:
 
     def _run_on_loop(self, awaitable: Any, channel: EventChannel) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(awaitable)
-        name = name_of(self.stream_ready)
-
-        def done(task: asyncio.Future[Any]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                log.error(
-                    "stream_ready %s raised; closing the stream", name, exc_info=task.exception()
-                )
-                channel.close()
-
-        task.add_done_callback(done)
+        task.add_done_callback(functools.partial(self._ran, channel))
         return task
 
+    def _ran(self, channel: EventChannel, task: asyncio.Future[Any]) -> None:
+        """stream_ready's task is done: if it raised, say so and close the stream."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "stream_ready %s raised; closing the stream",
+                name_of(self.stream_ready),
+                exc_info=task.exception(),
+            )
+            channel.close()
+
     def _notify_disconnect(self, context: Context) -> None:
-        if self.on_client_disconnect is None:
+        callback = self.on_client_disconnect
+        if callback is None:
             return
-        name = name_of(self.on_client_disconnect)
-
-        def report(task: asyncio.Future[Any]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                log.error("on_client_disconnect %s raised", name, exc_info=task.exception())
-
         try:
-            result = self.on_client_disconnect(context)
+            result = callback(context)
         except Exception:
-            log.exception("on_client_disconnect %s raised", name)
+            log.exception("on_client_disconnect %s raised", name_of(callback))
             return
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
+
+            def report(task: asyncio.Future[Any]) -> None:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "on_client_disconnect %s raised",
+                        name_of(callback),
+                        exc_info=task.exception(),
+                    )
+
             asyncio.ensure_future(result).add_done_callback(report)
 
 

@@ -47,7 +47,7 @@ SLOW_POLICIES = ("disconnect", "drop_oldest")
 _ID = re.compile(r"(?P<epoch>[0-9a-f]{8})-(?P<seq>[0-9]{1,19})")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Subscriber:
     channel: EventChannel
     client: str

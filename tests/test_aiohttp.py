@@ -132,6 +132,11 @@ def test_the_request_map(serve: Callable[..., AiohttpConnector]) -> None:
             "response body is not JSON-serializable: Object of type object",
         ),
         ({"status": 200, "headers": [("a", "b")]}, "response headers are list, not a dict"),
+        ({"status": 200, "headers": {1: "x"}}, "response header 1: 'x' is not named by a str"),
+        (
+            {"status": 200, "headers": {"Set-Cookie": ["a=1", "b=2\r\nX-Evil: 1"]}},
+            "response header 'Set-Cookie': 'b=2\\r\\nX-Evil: 1' has CR, LF or NUL",
+        ),
     ],
 )
 def test_a_malformed_response_is_a_500_and_one_log_line(

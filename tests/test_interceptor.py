@@ -303,3 +303,58 @@ def test_help_shows_what_an_interceptor_does() -> None:
     assert "Shows one user." in pydoc.render_doc(interceptor(show_user))
     assert "Checks the token." not in pydoc.render_doc(Interceptor("plain"))
     assert described == Interceptor("auth", described.enter)  # the doc is not identity
+
+
+async def test_stages_return_the_same_dict_or_a_new_one_plain_or_awaitable() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    def same(ctx: dict[str, Any]) -> dict[str, Any]:
+        seen.append(("same", ctx.get("new")))
+        return ctx
+
+    def new(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {**ctx, "new": True}
+
+    async def later(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {**ctx, "later": ctx.get("new")}
+
+    chain = [
+        Interceptor("same", enter=same, leave=same),
+        Interceptor("new", enter=new),
+        Interceptor("later", enter=later),
+        Interceptor("coroutine", enter=lambda ctx: later({**ctx, "via": "lambda"})),
+        Interceptor("same again", enter=same),
+    ]
+    start = {"request": {}}
+    result = await execute(start, chain)
+    assert result == {"request": {}, "new": True, "later": True, "via": "lambda"}
+    assert seen == [("same", None), ("same", True), ("same", True)]
+    assert start == {"request": {}}  # the caller's dict is never written to
+
+
+async def test_interceptors_without_enter_still_leave_and_handle_errors() -> None:
+    log: list[str] = []
+    leave_only = [Interceptor(n, leave=lambda ctx, n=n: log.append(n) or ctx) for n in "ab"]
+    await execute({}, [*leave_only, Interceptor("c", enter=lambda ctx: ctx), leave_only[0]])
+    assert log == ["a", "b", "a"]
+
+    handled = Interceptor("handler", error=lambda ctx, err: {**ctx, "handled": err.interceptor})
+    result = await execute(
+        {}, [handled, Interceptor("gap"), Interceptor("boom", enter=raising(KeyError()))]
+    )
+    assert result == {"handled": "boom"}
+
+
+async def test_an_async_handler_and_a_handler_returning_an_awaitable() -> None:
+    async def answer(request: dict[str, Any]) -> dict[str, Any]:
+        return {"status": 200, "body": request["who"]}
+
+    for fn in (answer, lambda request: answer(request)):
+        result = await execute({"request": {"who": "me"}}, [fn])
+        assert result["response"] == {"status": 200, "body": "me"}
+    with pytest.raises(InterceptorError, match="returned str"):
+        await execute({"request": {}}, [lambda request: _text()])
+
+
+async def _text() -> str:
+    return "not a response"

@@ -49,6 +49,9 @@ def match(method: str, path: str) -> tuple[str, dict[str, str]] | None:
         ("get", "/", (f"{HERE}/home_page", {})),
         ("GET", "/counter", ("sse-demo/counter", {})),
         ("get", "/users/new", ("new-user", {})),  # a literal beats a param
+        ("get", "/%75sers/n%65w", ("new-user", {})),  # literals are matched decoded
+        ("get", "/c%6Funter", ("sse-demo/counter", {})),
+        ("get", "/users/new%2Fx", None),  # an encoded slash stays inside its segment
         ("get", "/users/42", (f"{HERE}/show_user", {"id": "42"})),
         ("get", "/users/ada", ("by-name", {"name": "ada"})),  # constraint falls through
         ("get", "/users/Ada", None),  # no constraint fits

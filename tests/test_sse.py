@@ -161,6 +161,45 @@ async def test_take_returns_a_heartbeat_after_the_idle_delay() -> None:
     assert await channel.take(0.05) == b"data: x\n\n"
 
 
+async def test_a_heartbeat_comes_a_whole_delay_after_the_last_event() -> None:
+    loop = asyncio.get_running_loop()
+    channel = EventChannel(loop)
+
+    async def feed() -> None:  # an event every 0.04 s, each sooner than the delay
+        for i in range(4):
+            await asyncio.sleep(0.04)
+            await channel.send(i)
+
+    feeding = asyncio.create_task(feed())
+    chunks = [await channel.take(0.1) for _ in range(4)]
+    last_event = loop.time()
+    assert chunks == [b"data: %d\n\n" % i for i in range(4)]  # no heartbeat among them
+    assert await channel.take(0.1) == sse.HEARTBEAT
+    assert loop.time() - last_event >= 0.09
+    await feeding
+    channel._discard()
+    assert await channel.take(0.1) is None
+
+
+async def test_take_sends_what_waiting_senders_add_in_the_same_chunk() -> None:
+    channel = EventChannel(asyncio.get_running_loop(), buffer=2)
+
+    async def produce() -> None:
+        for i in range(7):
+            await channel.send(i)
+        channel.close()
+
+    producing = asyncio.create_task(produce())
+    await asyncio.sleep(0)  # the producer fills the buffer, then waits for room
+    chunks = []
+    while (chunk := await channel.take(None)) is not None:
+        chunks.append(chunk)
+    await producing
+    # Two buffered and the two the woken sender adds at once: one write, not two.
+    assert chunks[0] == b"".join(b"data: %d\n\n" % i for i in range(4))
+    assert b"".join(chunks) == b"".join(b"data: %d\n\n" % i for i in range(7))
+
+
 async def test_send_from_another_event_loop_waits_for_room() -> None:
     channel = EventChannel(asyncio.get_running_loop(), buffer=1)
 
