@@ -7,7 +7,7 @@ the ``aiohttp`` adapter; then what serves and reloads them: ``server``, ``applic
 ``workers``, ``repl``, ``cli``, ``ipython``, and ``testing``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 
