@@ -43,11 +43,17 @@ def publish(server: Server, n: int, size: int) -> None:
 
 
 async def _to_all(server: Server, streams: Streams, events: int) -> float:
-    subscribers = len(streams.clients)
-    await asyncio.to_thread(subscribed, server, subscribers, 60)
+    await asyncio.to_thread(subscribed, server, len(streams.clients), 60)
+    return await time_to_all(server, streams, events)
+
+
+async def time_to_all(server: Server, streams: Streams, events: int) -> float:
+    """Publish ``events`` events one at a time, a pause between; the median time (ms) from
+    asking for one until every client of ``streams`` has it."""
+    clients = len(streams.clients)
     times = []
     for _ in range(events):
-        target = streams.events.value + subscribers
+        target = streams.events.value + clients
         began = time.perf_counter()
         await asyncio.to_thread(publish, server, 1, 16)
         await streams.events.reach(target, 60)

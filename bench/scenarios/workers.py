@@ -17,19 +17,17 @@ import asyncio
 import contextlib
 import json
 import socket
-import statistics
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from bench.client import Streams, close_all, open_streams
+from bench.client import close_all, open_streams
 from bench.contenders import REPLKIT
 from bench.procs import BenchError, free_port, http, poll
 from bench.scenario import Contender, Measure, Metric, Scenario
-from bench.scenarios.fanout import PAUSE, publish
+from bench.scenarios.fanout import time_to_all
 
 _REDIS = "REPLKIT_REDIS_URL"
 
@@ -71,19 +69,6 @@ def _answers(port: int) -> bool:
     return False
 
 
-async def _to_all(server: Any, streams: Streams, events: int) -> float:
-    clients = len(streams.clients)
-    times = []
-    for _ in range(events):
-        target = streams.events.value + clients
-        began = time.perf_counter()
-        await asyncio.to_thread(publish, server, 1, 16)
-        await streams.events.reach(target, 60)
-        times.append(time.perf_counter() - began)
-        await asyncio.sleep(PAUSE)
-    return statistics.median(times) * 1000
-
-
 async def _spread(server: Any, sizes: Mapping[str, Any]) -> dict[str, Measure]:
     status, body = http(server.port, "/start")
     if status != 200:
@@ -93,8 +78,8 @@ async def _spread(server: Any, sizes: Mapping[str, Any]) -> dict[str, Measure]:
         server.port, f"/topic?lastEventId={start}", sizes["clients"], timeout=120
     )
     try:
-        await _to_all(server, streams, 1)  # every client subscribed, however late
-        return {"last_ms": Measure(await _to_all(server, streams, sizes["events"]))}
+        await time_to_all(server, streams, 1)  # every client subscribed, however late
+        return {"last_ms": Measure(await time_to_all(server, streams, sizes["events"]))}
     finally:
         close_all(streams.clients)
 
