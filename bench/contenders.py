@@ -27,6 +27,13 @@ AIOHTTP_SSE = Contender(
 )
 BARE_AIOHTTP = Contender("aiohttp", "bare aiohttp", AIOHTTP_SSE.command)
 """The same process as :data:`AIOHTTP_SSE`: its ``GET /`` is a bare aiohttp handler."""
+BARE_STREAM = Contender(
+    "aiohttp_stream",
+    "bare aiohttp stream",
+    lambda port: [*AIOHTTP_SSE.command(port), "--bare-idle"],
+)
+"""aiohttp alone: ``GET /idle`` a ``StreamResponse`` with hand-written heartbeats, no SSE
+library. What an idle stream costs below any library built on aiohttp."""
 SSE_STARLETTE = Contender(
     "sse_starlette", "sse-starlette", lambda port: _uvicorn("bench.peers.starlette_app:app", port)
 )
@@ -39,6 +46,8 @@ FASTAPI = Contender(
 
 STREAMING = (REPLKIT, AIOHTTP_SSE, SSE_STARLETTE, FASTAPI)
 """The contenders of the event-stream scenarios."""
+IDLE = (*STREAMING, BARE_STREAM)
+"""The contenders of the scenarios that only open idle streams, with aiohttp's floor."""
 REQUESTS = (
     REPLKIT,
     BARE_AIOHTTP,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from replkit.errors import ReplkitError
+from replkit.server import tune_collector
 from replkit.session import Session
 
 __all__ = ["configure_logging", "main"]
@@ -128,6 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
         from replkit.workers import supervise
 
         return asyncio.run(supervise(_session(args), args.workers))
+    tune_collector()
     return asyncio.run(_serve_until_signal(_session(args)))
 
 
@@ -136,6 +138,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     session = Session(args.app, watch=False)
     configure_logging()
+    tune_collector()
     return asyncio.run(run_worker(session, args.fds))
 
 

@@ -583,6 +583,28 @@ async def _logged(hook: Callable[[], Awaitable[None]], what: str, connector: Con
         log.exception("%s of %r raised", what, connector)
 
 
+SERVING_GC_THRESHOLD = 10_000
+"""The young-generation threshold :func:`tune_collector` sets (Python's default is 700)."""
+
+
+def tune_collector() -> None:
+    """Set Python's cyclic garbage collector for a process whose work is serving, as
+    ``replkit serve`` and its workers do (never a REPL's or a kernel's process, which is the
+    user's): a young generation of :data:`SERVING_GC_THRESHOLD` objects instead of 700.
+
+    Every open connection holds about sixty tracked objects (transport, protocol, request,
+    tasks, frames, the stream's channel) for as long as it is open. With the default
+    threshold, a storm of thousands of clients connecting at once collects the young
+    generation every dozen connections, promotes each connection's objects twice, and runs
+    full collections that walk every stream already open: about 0.4 s of a 5,000-client storm
+    on two cores. With 10,000 there are a few young collections and no full one, at the cost
+    of at most 10,000 unreachable objects (about a megabyte) waiting a little longer. Raising
+    the threshold never lowers one set higher by the app or ``PYTHON*`` settings."""
+    young, *older = gc.get_threshold()
+    if 0 < young < SERVING_GC_THRESHOLD:
+        gc.set_threshold(SERVING_GC_THRESHOLD, *older)
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off meanwhile, if it was on. Closing thousands of

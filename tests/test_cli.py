@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import signal
 import socket
 import subprocess
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, Process, free_port, replkit_command, served_url
+
+from replkit.server import SERVING_GC_THRESHOLD, tune_collector
 
 
 def run_replkit(
@@ -107,3 +111,42 @@ def test_a_signal_stops_it_within_a_second_with_a_stream_open(
     assert process.finish(timeout=5) == 0
     assert time.monotonic() - sent < 1.0
     stream.close()
+
+
+def test_serve_tunes_the_collector_for_serving(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    # A plain aiohttp app, shaped unlike the demo, reports the collector it runs under.
+    (tmp_path / "gcapp.py").write_text(
+        "import gc\n"
+        "from aiohttp import web\n"
+        "async def threshold(request):\n"
+        "    return web.json_response(list(gc.get_threshold()))\n"
+        "def create_app():\n"
+        "    app = web.Application()\n"
+        "    app.router.add_get('/', threshold)\n"
+        "    return app\n"
+    )
+    process = spawn(
+        *replkit_command("serve", "gcapp:create_app", "--port", "0", "--no-watch"), cwd=tmp_path
+    )
+    url = served_url(process.next_line())
+    with urllib.request.urlopen(f"{url}/", timeout=5) as response:
+        young, *older = json.loads(response.read())
+    assert young == SERVING_GC_THRESHOLD
+    assert older == list(gc.get_threshold()[1:])  # the older generations keep the defaults
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(700, SERVING_GC_THRESHOLD), (50_000, 50_000), (0, 0)],
+    ids=["default raised", "higher kept", "disabled kept"],
+)
+def test_tune_collector_only_raises_the_young_threshold(before: int, after: int) -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(before, 10, 10)
+        tune_collector()
+        assert gc.get_threshold() == (after, 10, 10)
+    finally:
+        gc.set_threshold(*saved)

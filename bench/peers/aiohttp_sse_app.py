@@ -2,10 +2,14 @@
 
 ``GET /`` is a bare aiohttp handler: the baseline of the requests-per-second scenario.
 Run as users run it, with ``web.run_app``: ``python -m bench.peers.aiohttp_sse_app PORT``.
+With ``--bare-idle``, ``GET /idle`` is a bare ``StreamResponse`` writing its heartbeats
+itself, no library: what an idle stream costs aiohttp alone, the floor of the idle-stream
+and storm scenarios.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from aiohttp import web
@@ -46,6 +50,21 @@ async def idle(request: web.Request) -> web.StreamResponse:
     return stream
 
 
+async def bare_idle(request: web.Request) -> web.StreamResponse:
+    """``GET /idle`` with ``--bare-idle``: the event-stream head, then a heartbeat comment
+    every :data:`HEARTBEAT` seconds, written by hand."""
+    stream = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await stream.prepare(request)
+    try:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            await stream.write(b": ping\n\n")
+    finally:
+        noticed_disconnect()
+
+
 async def disconnects(_request: web.Request) -> web.Response:
     """``GET /disconnects``."""
     return web.json_response({"disconnects": DISCONNECTS})
@@ -74,12 +93,12 @@ async def publish(request: web.Request) -> web.Response:
     return web.json_response({"published": n})
 
 
-def create_app() -> web.Application:
+def create_app(bare_idle_stream: bool = False) -> web.Application:
     """The app, its routes added as aiohttp's documentation does."""
     app = web.Application()
     app.router.add_get("/", home_page)
     app.router.add_get("/burst", burst)
-    app.router.add_get("/idle", idle)
+    app.router.add_get("/idle", bare_idle if bare_idle_stream else idle)
     app.router.add_get("/disconnects", disconnects)
     app.router.add_get("/topic", topic)
     app.router.add_get("/subscribers", subscribers)
@@ -88,4 +107,5 @@ def create_app() -> web.Application:
 
 
 if __name__ == "__main__":
-    web.run_app(create_app(), host="127.0.0.1", port=int(sys.argv[1]))
+    bare = "--bare-idle" in sys.argv[2:]
+    web.run_app(create_app(bare), host="127.0.0.1", port=int(sys.argv[1]))

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.client import close_all, open_streams
-from bench.contenders import STREAMING
+from bench.contenders import IDLE
 from bench.procs import BenchError
 from bench.scenario import Contender, Measure, Metric, Scenario, Target
 
@@ -56,7 +56,7 @@ SCENARIO = Scenario(
             target=Target("all connected within 1 s", at_most=1000),
         ),
     ),
-    contenders=STREAMING,
+    contenders=IDLE,
     measure=measure,
     sizes={"full": {"clients": 5_000}, "smoke": {"clients": 50}},
     reps=2,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.client import close_all, open_streams
-from bench.contenders import STREAMING
+from bench.contenders import IDLE
 from bench.procs import Server
 from bench.scenario import Contender, Measure, Metric, Scenario, Target
 
@@ -88,7 +88,7 @@ SCENARIO = Scenario(
             target=Target("< 1 s with 10k", at_most=1000),
         ),
     ),
-    contenders=STREAMING,
+    contenders=IDLE,
     measure=measure,
     sizes={
         "full": {"few": 3_000, "many": 10_000, "idle_seconds": 5.0, "exit_patience": 5.0},
