@@ -598,8 +598,9 @@ def tune_collector() -> None:
     generation every dozen connections, promotes each connection's objects twice, and runs
     full collections that walk every stream already open: about 0.4 s of a 5,000-client storm
     on two cores. With 10,000 there are a few young collections and no full one, at the cost
-    of at most 10,000 unreachable objects (about a megabyte) waiting a little longer. Raising
-    the threshold never lowers one set higher by the app or ``PYTHON*`` settings."""
+    of at most 10,000 unreachable objects (about a megabyte) waiting a little longer. A
+    higher threshold is kept, a disabled collector left off, and an app that sets its own
+    when imported (after this) has the last word."""
     young, *older = gc.get_threshold()
     if 0 < young < SERVING_GC_THRESHOLD:
         gc.set_threshold(SERVING_GC_THRESHOLD, *older)
