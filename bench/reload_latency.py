@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp.web  # noqa: F401  (a realistic sys.modules)
 
+from bench.scenarios.save_to_served import save
 from replkit.reload import ReloadResult
 from replkit.watch import Reloader
 
@@ -67,7 +68,7 @@ def _measure(
             time.sleep(random.uniform(0.02, 0.08))  # a human between saves; phases vary
             done.clear()
             started = time.perf_counter()
-            _save(handler, HANDLER.format(value=value), atomic=args.atomic)
+            save(handler, HANDLER.format(value=value), atomic=args.atomic)
             if not done.wait(5):
                 raise SystemExit(f"save {value} was not reloaded within 5 s")
             ended, result = finished[-1]
@@ -78,15 +79,6 @@ def _measure(
     finally:
         reloader.stop()
     return latencies, reload_times
-
-
-def _save(path: Path, text: str, *, atomic: bool) -> None:
-    if atomic:
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    else:
-        path.write_text(text)
 
 
 def _print(what: str, values: list[float]) -> None:
