@@ -32,16 +32,16 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Self
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger, AbstractStreamWriter
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from replkit.access_log import ACCESS_LOG, AccessLog, AiohttpAccessLogger
 from replkit.errors import ReplkitError
 from replkit.limits import BACKLOG, GuardedServer, Limits, LogThrottle, capacity, log_accept_errors
 
@@ -55,9 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("replkit.server")
-
-ACCESS_LOG = logging.getLogger("replkit.access")
-"""Where responses are logged by default: ``127.0.0.1 GET /path?q 200 1.2 ms``, at INFO."""
 
 DEFAULT_SHUTDOWN_GRACE = 1.0
 """Seconds open requests get to finish when the server stops, after streams are closed."""
@@ -287,6 +284,7 @@ class Server:
         self._sites: list[_Site] = []
         self._listening = True
         self.errors = LogThrottle()
+        self.access_log = AccessLog(_access_logger)
         _open[(self.host, self.port)] = self
 
     # The request path: the target is read once per request, when aiohttp makes the request
@@ -334,8 +332,8 @@ class Server:
             # notices the disconnect now rather than at its next write.
             handler_cancellation=True,
             keepalive_timeout=limits.keepalive_timeout,
-            access_log_class=_AccessLogger,
-            access_log=ACCESS_LOG,
+            access_log_class=AiohttpAccessLogger,
+            access_log=self.access_log,  # type: ignore[arg-type]
             loop=self.loop,
         )
         self._runner = runner = _Runner(web_server, self, shutdown_timeout=0)
@@ -396,6 +394,7 @@ class Server:
                 else:
                     await self._cleanup_connectors()
         finally:
+            self.access_log.flush()  # the loop may not turn again
             self.close_sockets()
 
     def abandon(self) -> None:
@@ -473,71 +472,6 @@ class Server:
             await self._clean_up(connector)
 
 
-class _AccessLogger(AbstractAccessLogger):
-    """One line per response, on the logger of the connector that answered:
-    ``127.0.0.1 GET /path?q 200 1.2 ms`` (the path as sent, percent-encoded)."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> None:
-        target: Connector | None = request.get(_TARGET)
-        logger = self.logger if target is None else target.access_log
-        if logger is not None and logger.isEnabledFor(logging.INFO):
-            path = request.rel_url.raw_path_qs
-            args = (request.remote, request.method, path, response.status, seconds * 1000)
-            logger.handle(_access_record(logger, args))
-
-
-_LOG_FORMAT = "%s %s %s %d %.1f ms"
-_LOG_LINE = _AccessLogger.log.__code__.co_firstlineno
-_record_templates: dict[tuple[str, int], dict[str, Any]] = {}
-os.register_at_fork(after_in_child=_record_templates.clear)  # the process id is in them
-
-
-def _access_record(logger: logging.Logger, args: tuple[Any, ...]) -> logging.LogRecord:
-    """The record ``logger.info(_LOG_FORMAT, *args)`` makes in :class:`_AccessLogger`, for a
-    fraction of its cost (about 8 us of a GET / answered in 100): a copy of one that
-    ``logging`` made for this logger, process and thread, with the time, the arguments and
-    the asyncio task filled in, instead of a walk up the stack and the lookups of the source
-    file, process and thread for every line. A custom record factory or logger class makes
-    its records itself."""
-    if (
-        logging.getLogRecordFactory() is not logging.LogRecord
-        or type(logger).makeRecord is not logging.Logger.makeRecord
-    ):
-        return logger.makeRecord(
-            logger.name, logging.INFO, __file__, _LOG_LINE, _LOG_FORMAT, args, None, "log"
-        )
-    key = (logger.name, threading.get_ident())
-    template = _record_templates.get(key)
-    if template is None:
-        if len(_record_templates) > 64:  # threads come and go: keep the current ones
-            _record_templates.clear()
-        template = _record_templates[key] = logging.LogRecord(
-            logger.name, logging.INFO, __file__, _LOG_LINE, _LOG_FORMAT, (), None, "log"
-        ).__dict__
-    record = logging.LogRecord.__new__(logging.LogRecord)
-    fields = record.__dict__
-    fields.update(template)
-    now = time.time()
-    fields["created"] = now
-    fields["msecs"] = int((now - int(now)) * 1000) + 0.0
-    fields["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
-    fields["args"] = args
-    if "taskName" in fields:  # Python 3.12+
-        fields["taskName"] = _task_name()
-    return record
-
-
-def _task_name() -> str | None:
-    """The running asyncio task's name, as a LogRecord notes it (Python 3.12+)."""
-    if not getattr(logging, "logAsyncioTasks", False):
-        return None
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        return None
-    return task.get_name() if task is not None else None
-
-
 class _Site(web.SockSite):
     """aiohttp's site for a socket bound beforehand, which can also stop listening from
     synchronous code (``BaseSite.stop`` is a coroutine)."""
@@ -574,6 +508,13 @@ class _Runner(web.ServerRunner):
 
     async def _cleanup_server(self) -> None:
         await self.owner._cleanup_connectors()
+
+
+def _access_logger(request: web.BaseRequest) -> logging.Logger | None:
+    """The access log of the connector that answered ``request``; :data:`ACCESS_LOG` for a
+    request aiohttp answered without one (a malformed request head)."""
+    target: Connector | None = request.get(_TARGET)
+    return ACCESS_LOG if target is None else target.access_log
 
 
 async def _logged(hook: Callable[[], Awaitable[None]], what: str, connector: Connector) -> None:

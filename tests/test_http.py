@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import socket
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 from conftest import ROOT, Process, app_map, replkit_command, served_url, wait_until
 from test_connector import request
 
-from replkit import http, server
+from replkit import http
 from replkit.aiohttp import AiohttpConnector
 from replkit.errors import ReplkitError
 
@@ -439,51 +438,6 @@ def test_the_access_log_has_status_and_duration(
     with caplog.at_level(logging.INFO, logger="replkit.access"):
         request(quiet.url)
     assert not [r for r in caplog.records if r.name == "replkit.access"]
-
-
-def test_an_access_record_is_the_one_logging_would_make() -> None:
-    logger = logging.getLogger("replkit.access")
-    args = ("127.0.0.1", "GET", "/?q=1", 200, 1.25)
-    made = server._access_record(logger, args)
-    expected = logger.makeRecord(
-        logger.name,
-        logging.INFO,
-        server.__file__,
-        server._LOG_LINE,
-        server._LOG_FORMAT,
-        args,
-        None,
-        "log",
-    )
-    times = ("created", "msecs", "relativeCreated")
-    assert {k: v for k, v in vars(made).items() if k not in times} == {
-        k: v for k, v in vars(expected).items() if k not in times
-    }
-    assert abs(made.created - expected.created) < 1
-    assert abs(made.relativeCreated - expected.relativeCreated) < 1000
-    everything = logging.Formatter(
-        "%(levelname)s %(name)s %(pathname)s %(module)s %(funcName)s %(lineno)d %(process)d "
-        "%(processName)s %(thread)d %(threadName)s: %(message)s"
-    )
-    assert everything.format(made) == everything.format(expected)
-    assert everything.format(made).endswith(": 127.0.0.1 GET /?q=1 200 1.2 ms")
-
-    # A forked child makes its own: the process id is in the copies.
-    child = os.fork()
-    if child == 0:
-        fresh = not server._record_templates
-        os._exit(0 if fresh and server._access_record(logger, args).process == os.getpid() else 1)
-    assert os.waitpid(child, 0)[1] == 0
-
-    class Mine(logging.LogRecord):
-        pass
-
-    previous = logging.getLogRecordFactory()
-    logging.setLogRecordFactory(Mine)
-    try:
-        assert type(server._access_record(logger, args)) is Mine
-    finally:
-        logging.setLogRecordFactory(previous)
 
 
 # --- pages in a real browser --------------------------------------------------------------
