@@ -32,6 +32,7 @@ The connector map's ``secure_headers`` go on every response it writes, these inc
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -49,7 +50,14 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from replkit import http
 from replkit.errors import ReplkitError
-from replkit.interceptor import Context, InterceptorError, execute, interceptor, terminate_when
+from replkit.interceptor import (
+    QUEUE,
+    Context,
+    InterceptorError,
+    execute,
+    interceptor,
+    terminate_when,
+)
 from replkit.limits import Limits, LogThrottle
 from replkit.server import ACCESS_LOG, DEFAULT_SHUTDOWN_GRACE, Connector, ServerError
 
@@ -129,6 +137,10 @@ class AiohttpConnector(Connector):
         self.connector_map = connector_map
         self.interceptors = tuple(interceptor(i) for i in connector_map["interceptors"])
         self.initial_context: Context = dict(connector_map.get("initial_context") or {})
+        # Every request's context starts as this one: entering stops once a response is set
+        # (the HTTP layer's rule, not the chain's).
+        self._context = terminate_when(self.initial_context, _responded)
+        self._queue = (*self._context.get(QUEUE, ()), *self.interceptors)
         self.max_body_size = _max_body_size(connector_map.get("max_body_size"))
         self.secure_headers: Mapping[str, str | None] | None = connector_map.get("secure_headers")
         self._secure_names: tuple[str, ...] = ()
@@ -236,10 +248,9 @@ class AiohttpConnector(Connector):
             request_map = _request_map(request, self)
         except http.RequestError as err:
             return _checked_response(err.response())
-        # Entering stops once a response is set: the HTTP layer's rule, not the chain's.
-        context = terminate_when({**self.initial_context, "request": request_map}, _responded)
+        context = {**self._context, "request": request_map, QUEUE: list(self._queue)}
         try:
-            context = await execute(context, self.interceptors)
+            context = await execute(context)
             return _checked_response(context.get("response") or http.plain(404, "Not Found"))
         except InterceptorError as err:
             if isinstance(err.exception, http.RequestError):
@@ -422,6 +433,11 @@ _PROTOCOLS = {HttpVersion10: "HTTP/1.0", HttpVersion11: "HTTP/1.1"}
 def _server_name(host: str | None, sockname: Any) -> str | None:
     if host is None:
         return str(sockname[0]) if sockname else None
+    return _host_name(host)
+
+
+@functools.lru_cache(maxsize=256)  # a server answers to a handful of names
+def _host_name(host: str) -> str:
     match = _HOST.fullmatch(host)
     if match is None or (match[2] and int(match[2]) > 65535):
         raise http.RequestError(400, f"bad Host header {host[:100]!r}")
@@ -447,19 +463,24 @@ def _checked_response(response: Any) -> _Checked:
     if not isinstance(response, Mapping):
         raise _BadResponse(f"response is {type(response).__name__}, not a dict")
     status = response.get("status")
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+    # type() first: the exact types almost every response has cost one comparison.
+    if (
+        type(status) is not int and (isinstance(status, bool) or not isinstance(status, int))
+    ) or not 100 <= status <= 599:
         raise _BadResponse(f"response status {status!r} is not an int between 100 and 599")
     given = response.get("headers") or {}
-    if not isinstance(given, Mapping):
+    if type(given) is not dict and not isinstance(given, Mapping):
         raise _BadResponse(f"response headers are {type(given).__name__}, not a dict")
     pairs = []
     for name, value in given.items():
-        if not isinstance(name, str):
+        if type(value) is str and type(name) is str:
+            pairs.append((name, value))
+        elif not isinstance(name, str):
             raise _BadResponse(f"response header {name!r}: {value!r:.60} is not named by a str")
-        if isinstance(value, _SEVERAL):
+        elif isinstance(value, _SEVERAL):
             pairs.extend((name, item if type(item) is str else str(item)) for item in value)
         else:
-            pairs.append((name, value if type(value) is str else str(value)))
+            pairs.append((name, str(value)))
     # One scan of every name and value for what would split a header line; the culprit is
     # looked for only once there is one.
     if _breaks("".join(itertools.chain.from_iterable(pairs))):

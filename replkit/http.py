@@ -176,11 +176,15 @@ def _content_type_leave(context: Context) -> Context:
     if response is None:
         return context
     body = response.get("body")
-    if body is None or get_header(response, "Content-Type") is not None:
+    if body is None:
         return context
+    headers = response.get("headers")
+    for name in headers or ():
+        if name.lower() == "content-type":
+            return context
     if isinstance(body, dict | list):
         guessed: str | None = "application/json"
-    elif isinstance(body, os.PathLike):
+    elif not isinstance(body, str | bytes) and isinstance(body, os.PathLike):  # ABC: slower
         return context  # a file's type is guessed from its own name when it is sent
     else:
         uri = context["request"]["uri"]
@@ -192,7 +196,11 @@ def _content_type_leave(context: Context) -> Context:
         return context
     if guessed.startswith("text/"):
         guessed += "; charset=UTF-8"
-    return _with_headers(context, (("Content-Type", "content-type", guessed),))
+    # Known to be missing: added without _with_headers' search.
+    return {
+        **context,
+        "response": {**response, "headers": {**(headers or {}), "Content-Type": guessed}},
+    }
 
 
 content_type = Interceptor(
@@ -377,9 +385,13 @@ def make_secure_headers(overrides: Mapping[str, str | None] | None = None) -> In
         return {**context, "request": request, "csp_nonce": nonce}
 
     def leave(context: Context) -> Context:
-        if context.get("response") is None:
+        response = context.get("response")
+        if response is None:
             return context
         nonce = context.get("csp_nonce") or secrets.token_urlsafe(16)
+        if not response.get("headers"):  # most handlers' responses: nothing to keep
+            headers = {k: v.replace("{nonce}", nonce) if n else v for k, _, v, n in prepared}
+            return {**context, "response": {**response, "headers": headers}}
         filled = [(k, low, v.replace("{nonce}", nonce) if n else v) for k, low, v, n in prepared]
         return _with_headers(context, filled)
 

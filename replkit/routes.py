@@ -32,7 +32,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from replkit.errors import ReplkitError
 from replkit.http import plain
-from replkit.interceptor import Context, Interceptor, enqueue, interceptor
+from replkit.interceptor import QUEUE, Context, Interceptor, interceptor
 
 __all__ = ["Match", "Route", "RouteError", "Router", "expand_routes", "router"]
 
@@ -216,7 +216,8 @@ def router(routes: Any) -> Interceptor:
         routing = current_router()
         found = routing.match(request["request_method"], request["uri"])
         if found is not None:
-            context = enqueue(context, *found.route.interceptors)  # a new dict, ours to fill
+            # enqueue()'s work, for interceptors known to be made already; a new dict, ours.
+            context = {**context, QUEUE: [*(context.get(QUEUE) or ()), *found.route.interceptors]}
             context["request"] = {**request, "path_params": found.path_params}
             context["route"] = found.route
             return context
