@@ -5,9 +5,10 @@ sent, percent-encoded), at INFO on the logger of the connector that answered
 Lines are handed to :mod:`logging` in batches, once per turn of the event loop, rather than
 one by one as responses complete: run back to back, logging's code stays in the CPU's
 caches, and a line costs about a third of what it costs squeezed in between two requests
-(``GET /`` under load: 34 us a request with batches, 50 us without, on the benchmark's
-machine). Each record is still one ``LogRecord`` per response, made as ``logger.info``
-would make it, with the time its response completed.
+(aiohttp's low-level server answering ``GET /`` under load with this log on: 34 us a
+request with batches, 50 us without; 26 us with no log). Each record is still one
+``LogRecord`` per response, made as ``logger.info`` would make it, dated when its response
+completed.
 
 State: a :class:`AccessLog` per server, holding the lines of the current turn of its loop.
 """
