@@ -607,8 +607,9 @@ class EventStream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[bytes]:
-        channel = self.channel = EventChannel(asyncio.get_running_loop(), self.buffer)
-        channel._writer_task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        channel = self.channel = EventChannel(loop, self.buffer)
+        channel._writer_task = asyncio.current_task(loop)
         # What stream_ready and on_client_disconnect see: the context, and the channel (it
         # replaces the context without it, which an open stream need not hold twice).
         context = self.context = {**self.context, "event_channel": channel}

@@ -139,7 +139,7 @@ def test_serve_tunes_the_collector_for_serving(
 
 @pytest.mark.parametrize(
     ("before", "after"),
-    [(700, SERVING_GC_THRESHOLD), (50_000, 50_000), (0, 0)],
+    [(700, SERVING_GC_THRESHOLD), (500_000, 500_000), (0, 0)],
     ids=["default raised", "higher kept", "disabled kept"],
 )
 def test_tune_collector_only_raises_the_young_threshold(before: int, after: int) -> None:
