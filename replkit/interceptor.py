@@ -209,28 +209,27 @@ async def execute(context: Context, interceptors: Iterable[Any] = ()) -> Context
         # Interceptors without an enter are only stacked (their leave and error still run):
         # the context is copied once per enter actually called, not once per interceptor.
         skip = 0
-        while queue[skip].enter is None:
+        while skip < len(queue) and queue[skip].enter is None:
             stack.append(queue[skip])
             skip += 1
-            if skip == len(queue):
-                break
-        else:
-            current = queue[skip]
-            context = {**context, QUEUE: queue[skip + 1 :]}
-            stack.append(current)
-            try:
-                result = current.enter(context)  # type: ignore[misc]
-                if type(result) is not dict:
-                    result = await _settled(result, current, "enter")
-                context = result
-                for predicate in context.get(TERMINATORS) or ():
-                    if predicate(context):
-                        break
-                else:
-                    continue
-            except Exception as exc:
-                error = _wrap(exc, current, "enter")
-        break
+        if skip == len(queue):
+            break
+        current = queue[skip]
+        context = {**context, QUEUE: queue[skip + 1 :]}
+        stack.append(current)
+        try:
+            result = current.enter(context)  # type: ignore[misc]
+            if type(result) is not dict:
+                result = await _settled(result, current, "enter")
+            context = result
+            for predicate in context.get(TERMINATORS) or ():
+                if predicate(context):
+                    raise _Terminated
+        except _Terminated:
+            break
+        except Exception as exc:
+            error = _wrap(exc, current, "enter")
+            break
     context = terminate(context)
     while stack:
         current = stack.pop()
@@ -258,6 +257,10 @@ async def execute(context: Context, interceptors: Iterable[Any] = ()) -> Context
     if error is not None:
         raise error
     return context
+
+
+class _Terminated(Exception):
+    """A predicate of :func:`terminate_when` held: the enter stage ends here."""
 
 
 def _replaced(
