@@ -184,8 +184,10 @@ def _content_type_leave(context: Context) -> Context:
             return context
     if isinstance(body, dict | list):
         guessed: str | None = "application/json"
-    elif not isinstance(body, str | bytes) and isinstance(body, os.PathLike):  # ABC: slower
-        return context  # a file's type is guessed from its own name when it is sent
+    elif not isinstance(body, str | bytes) and isinstance(body, os.PathLike):
+        # (os.PathLike is an ABC, slow to test: the common bodies skip it.) A file's type is
+        # guessed from its own name when it is sent.
+        return context
     else:
         uri = context["request"]["uri"]
         # Only a name with an extension can have a type to guess.
@@ -385,13 +387,9 @@ def make_secure_headers(overrides: Mapping[str, str | None] | None = None) -> In
         return {**context, "request": request, "csp_nonce": nonce}
 
     def leave(context: Context) -> Context:
-        response = context.get("response")
-        if response is None:
+        if context.get("response") is None:
             return context
         nonce = context.get("csp_nonce") or secrets.token_urlsafe(16)
-        if not response.get("headers"):  # most handlers' responses: nothing to keep
-            headers = {k: v.replace("{nonce}", nonce) if n else v for k, _, v, n in prepared}
-            return {**context, "response": {**response, "headers": headers}}
         filled = [(k, low, v.replace("{nonce}", nonce) if n else v) for k, low, v, n in prepared]
         return _with_headers(context, filled)
 
