@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterable, Mapping
 from typing import Any
 
@@ -209,6 +210,7 @@ class AiohttpConnector(Connector):
         if request.method == "HEAD":
             return stream  # headers only: the body is never iterated, its producer never starts
         await stream.prepare(request)
+        began = time.monotonic()
         task = asyncio.current_task()
         assert task is not None
         self._streams[task] = body
@@ -224,6 +226,10 @@ class AiohttpConnector(Connector):
             # out. Drop what the socket still holds rather than wait for it to be read.
             if request.transport is not None:
                 request.transport.abort()
+            # aiohttp logs no response whose handler was cancelled: the access log would
+            # never show the streams clients leave, most of them.
+            if self._server is not None:
+                self._server.access_log.add(request, stream.status, time.monotonic() - began)
             raise
         except Exception:
             # Headers are out: say why, and cut the connection so that the client sees an

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import socket
 import threading
 import time
 import urllib.request
@@ -119,6 +121,38 @@ def test_a_stream_cut_by_stop_is_logged_before_stop_returns(
         logged = [r.getMessage() for r in caplog.records if r.name == "replkit.access"]
     response.close()
     assert len(logged) == 1 and logged[0].startswith("127.0.0.1 GET /events 200 ")
+
+
+def test_a_stream_the_client_leaves_is_logged_once(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    news = sse.Topic()
+    connector = serve(
+        [
+            ("/news", "get", sse.topic_stream(news)),
+            ("/", "get", lambda _: {"status": 200, "body": "ok"}),
+        ]
+    )
+    host, port = connector.url.removeprefix("http://").split(":")
+
+    def logged(path: str) -> list[str]:
+        lines = [r.getMessage() for r in caplog.records if r.name == "replkit.access"]
+        return [line for line in lines if f" GET {path} " in line]
+
+    with caplog.at_level(logging.INFO, logger="replkit.access"):
+        with socket.create_connection((host, int(port)), timeout=5) as client:
+            client.sendall(f"GET /news HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert client.recv(4096).startswith(b"HTTP/1.1 200 OK")
+            wait_until(lambda: news.subscribers == 1, what="the subscriber")
+            news.publish("one")
+            assert b"data: one" in client.recv(4096)
+        wait_until(lambda: logged("/news"), what="the line of the stream the client left")
+        # A request answered after it: once its line is in, no second /news line can come.
+        with urllib.request.urlopen(f"{connector.url}/", timeout=5) as response:
+            assert response.read() == b"ok"
+        wait_until(lambda: logged("/"), what="the line of the next request")
+    [line] = logged("/news")
+    assert re.fullmatch(r"127\.0\.0\.1 GET /news 200 [\d.]+ ms", line)
 
 
 def test_an_access_record_is_the_one_logging_would_make() -> None:
