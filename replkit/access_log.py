@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-__all__ = ["ACCESS_LOG", "AccessLog", "AiohttpAccessLogger"]
+__all__ = ["ACCESS_LOG", "LOG_FORMAT", "AccessLog", "AiohttpAccessLogger", "access_record"]
 
 ACCESS_LOG = logging.getLogger("replkit.access")
 """Where responses are logged by default, at INFO."""

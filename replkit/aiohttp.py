@@ -50,6 +50,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from replkit import http
+from replkit.access_log import ACCESS_LOG
 from replkit.errors import ReplkitError
 from replkit.interceptor import (
     QUEUE,
@@ -60,7 +61,7 @@ from replkit.interceptor import (
     terminate_when,
 )
 from replkit.limits import Limits, LogThrottle
-from replkit.server import ACCESS_LOG, DEFAULT_SHUTDOWN_GRACE, Connector, ServerError
+from replkit.server import DEFAULT_SHUTDOWN_GRACE, Connector, ServerError
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",

@@ -46,7 +46,6 @@ from replkit.errors import ReplkitError
 from replkit.limits import BACKLOG, GuardedServer, Limits, LogThrottle, capacity, log_accept_errors
 
 __all__ = [
-    "ACCESS_LOG",
     "Connector",
     "Server",
     "ServerError",
