@@ -378,8 +378,9 @@ def make_secure_headers(overrides: Mapping[str, str | None] | None = None) -> In
     """A secure-headers interceptor with ``overrides`` applied to :data:`SECURE_HEADERS`
     (see :func:`secure_header_values`); :data:`secure_headers` is the one without."""
     templates = _templates(overrides)  # a bad override fails here, when the map is built
-    # Each header's name, lower-cased name, value, and whether the value takes the nonce.
-    prepared = [(k, k.lower(), v, "{nonce}" in v) for k, v in templates.items()]
+    lowered = frozenset(name.lower() for name in templates)
+    # The headers whose value takes the nonce (the policy); the others are sent as they are.
+    noncing = [(name, value) for name, value in templates.items() if "{nonce}" in value]
 
     def enter(context: Context) -> Context:
         nonce = secrets.token_urlsafe(16)
@@ -387,11 +388,22 @@ def make_secure_headers(overrides: Mapping[str, str | None] | None = None) -> In
         return {**context, "request": request, "csp_nonce": nonce}
 
     def leave(context: Context) -> Context:
-        if context.get("response") is None:
+        response = context.get("response")
+        if response is None:
             return context
         nonce = context.get("csp_nonce") or secrets.token_urlsafe(16)
-        filled = [(k, low, v.replace("{nonce}", nonce) if n else v) for k, low, v, n in prepared]
-        return _with_headers(context, filled)
+        filled = templates.copy()  # assigning to a key it has keeps the headers' order
+        for name, value in noncing:
+            filled[name] = value.replace("{nonce}", nonce)
+        given = response.get("headers")
+        if not given:
+            headers = filled
+        elif any(name.lower() in lowered for name in given):
+            # The response set some of them itself: its own are kept.
+            return _with_headers(context, [(k, k.lower(), v) for k, v in filled.items()])
+        else:
+            headers = {**given, **filled}
+        return {**context, "response": {**response, "headers": headers}}
 
     return Interceptor(
         name="replkit.http/secure-headers",

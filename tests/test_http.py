@@ -386,6 +386,24 @@ def test_secure_headers_on_errors_and_refusals_and_overridable(serve: Serve) -> 
         serve([("/", "get", echo)], secure_headers={"X-A": "1\r\n2"})
 
 
+def test_a_secure_header_the_response_sets_is_kept_in_its_own_spelling(serve: Serve) -> None:
+    def framed(_: dict[str, Any]) -> dict[str, Any]:
+        return {"status": 200, "headers": {"x-frame-options": "SAMEORIGIN"}, "body": "ok"}
+
+    def plain_page(_: dict[str, Any]) -> dict[str, Any]:
+        return {"status": 200, "headers": {"X-Mine": "1"}, "body": "ok"}
+
+    connector = serve([("/framed", "get", framed), ("/plain", "get", plain_page)])
+    head = raw(connector.url, b"GET /framed HTTP/1.1\r\nHost: x\r\n\r\n").lower()
+    assert head.count(b"x-frame-options:") == 1 and b"x-frame-options: sameorigin" in head
+    assert b"x-content-type-options: nosniff" in head
+    # The response's own headers first, then the secure ones in their table's order.
+    lines = raw(connector.url, b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n").split(b"\r\n")
+    names = [line.split(b":")[0] for line in lines[1:] if b":" in line]
+    secure = [name.encode() for name in http.SECURE_HEADERS]
+    assert [n for n in names if n == b"X-Mine" or n in secure] == [b"X-Mine", *secure]
+
+
 def test_a_bad_host_is_a_400_not_a_traceback(
     serve: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
