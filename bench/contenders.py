@@ -13,13 +13,26 @@ def _uvicorn(app: str, port: int) -> list[str]:
     return [PEERS_PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
 
 
+def _replkit(app: str, port: int) -> list[str]:
+    return [PROJECT_PYTHON, "-m", "replkit", "serve", app,
+            "--host", "127.0.0.1", "--port", str(port), "--no-watch"]  # fmt: skip
+
+
 REPLKIT = Contender(
-    "replkit",
-    "replkit",
-    lambda port: [PROJECT_PYTHON, "-m", "replkit", "serve", "bench.apps.replkit_app",
-                  "--host", "127.0.0.1", "--port", str(port), "--no-watch"],
-    replkit=True,
-)  # fmt: skip
+    "replkit", "replkit", lambda port: _replkit("bench.apps.replkit_app", port), replkit=True
+)
+REPLKIT_NO_LOG = Contender(
+    "replkit_no_log",
+    "replkit, access log off",
+    lambda port: _replkit("bench.apps.replkit_app:without_access_log", port),
+)
+"""replkit with its access log off: what the log costs a request."""
+REPLKIT_ROUTES = Contender(
+    "replkit_routes",
+    "replkit, router only",
+    lambda port: _replkit("bench.apps.replkit_app:routes_only", port),
+)
+"""replkit with no default interceptors and no access log: its request path's floor."""
 AIOHTTP_SSE = Contender(
     "aiohttp_sse",
     "aiohttp-sse",
@@ -50,6 +63,8 @@ IDLE = (*STREAMING, BARE_STREAM)
 """The contenders of the scenarios that only open idle streams, with aiohttp's floor."""
 REQUESTS = (
     REPLKIT,
+    REPLKIT_NO_LOG,
+    REPLKIT_ROUTES,
     BARE_AIOHTTP,
     replace(SSE_STARLETTE, key="starlette", title="Starlette"),
     replace(FASTAPI, title="FastAPI", scale=1.0),

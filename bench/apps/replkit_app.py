@@ -89,10 +89,25 @@ routes = {
 }
 
 
+def _connector_map() -> dict:
+    # Room for 10,000 streams plus the benchmark's own requests (the default cap is 10,000).
+    return conn.default_connector_map(8890) | {"max_connections": 12_000}
+
+
 def create_connector() -> hk.AiohttpConnector:
-    """The guide's connector map; room for 10,000 streams plus the benchmark's own requests
-    (the default cap is 10,000 connections)."""
-    connector_map = conn.default_connector_map(8890) | {"max_connections": 12_000}
-    connector_map = conn.with_default_interceptors(connector_map)
-    connector_map = conn.with_routes(connector_map, routes)
-    return hk.create_connector(connector_map, None)
+    """The guide's connector map: the default interceptors, the routes, the access log."""
+    connector_map = conn.with_default_interceptors(_connector_map())
+    return hk.create_connector(conn.with_routes(connector_map, routes), None)
+
+
+def without_access_log() -> hk.AiohttpConnector:
+    """:func:`create_connector` with the access log off (``"access_log": False``)."""
+    connector_map = conn.with_default_interceptors(_connector_map() | {"access_log": False})
+    return hk.create_connector(conn.with_routes(connector_map, routes), None)
+
+
+def routes_only() -> hk.AiohttpConnector:
+    """The router alone: no default interceptors (so no secure headers), no access log.
+    What replkit's request path costs before anything it does for the app."""
+    connector_map = _connector_map() | {"access_log": False}
+    return hk.create_connector(conn.with_routes(connector_map, routes), None)
