@@ -48,6 +48,8 @@ def scenario_rows(run: Run, scenario: Scenario) -> list[list[str]]:
     header = ["", *(f"{m.title} ({m.unit})" for m in scenario.metrics)]
     rows = [header]
     for contender in scenario.contenders:
+        if not run.measured(scenario.key, contender.key):
+            continue
         row = [contender.title]
         for metric in scenario.metrics:
             cell = figure(run.median(scenario.key, contender.key, metric.key))
@@ -91,7 +93,7 @@ def summary_rows(runs: Sequence[Run], scenarios: Sequence[Scenario]) -> list[lis
                 f"{c.title} {figure(latest.median(scenario.key, c.key, metric.key))} "
                 f"({ratio_text(latest, scenario, metric, c.key)})"
                 for c in scenario.contenders
-                if c is not scenario.replkit
+                if c is not scenario.replkit and latest.measured(scenario.key, c.key)
             )
             target = metric.target.text if metric.target else ""
             measure = f"{scenario.title}: {metric.title} ({metric.unit})"

@@ -77,6 +77,11 @@ class Run:
             data["label"], data["smoke"], data["started"], data["seconds"], data["machine"], samples
         )
 
+    def measured(self, scenario: str, contender: str) -> bool:
+        """Whether this run measured ``contender`` in ``scenario`` at all (a contender added
+        after the run, or left out with ``--contenders``, was not; one that failed was)."""
+        return any(self.samples.get(scenario, {}).get(contender, {}).values())
+
     def median(self, scenario: str, contender: str, metric: str) -> Median:
         """The median of a contender's measures of a metric (``Median(None)``: none)."""
         measures = self.samples.get(scenario, {}).get(contender, {}).get(metric, [])

@@ -74,3 +74,19 @@ def test_profile_shares_of_collapsed_stacks() -> None:
     assert rows["encode (c.py)"] == (75.0, 75.0)
     assert rows["handle (b.py)"] == (25.0, 100.0)
     assert rows["main (a.py)"] == (0.0, 100.0)
+
+
+def test_report_leaves_out_what_a_run_did_not_measure_and_shows_what_failed() -> None:
+    from bench.report import scenario_rows
+    from bench.results import Run
+    from bench.scenario import Measure
+    from bench.scenarios.requests import SCENARIO
+
+    samples = {
+        "replkit": {"rps": [Measure(100.0)]},
+        "aiohttp": {"rps": [Measure(None, note="crashed")]},
+        "starlette": {"rps": []},  # left out with --contenders
+    }  # the other contenders came after this run
+    run = Run("old", False, "", 0.0, {}, {"requests": samples})
+    rows = {row[0]: row[1] for row in scenario_rows(run, SCENARIO)[1:]}
+    assert rows == {"replkit": "100", "bare aiohttp": "failed (?)"}
