@@ -10,6 +10,7 @@ terminator.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 from collections.abc import Iterable
@@ -139,6 +140,10 @@ async def open_streams(
 
     At most ``at_once`` connections are being made at a time (``None``: all at once, a
     storm). Raises :class:`TimeoutError` if they are not all answered within ``timeout``.
+
+    The client's garbage collector is paused meanwhile: in the runner, whose heap holds
+    matplotlib and the samples so far, its collections delayed the last connections of a
+    5,000-client storm by about 0.1 s, which is the client's time, not the server's.
     """
     streams = streams or Streams()
     loop = asyncio.get_running_loop()
@@ -155,6 +160,8 @@ async def open_streams(
                 # Holding the gate until the head arrives keeps `at_once` requests in flight.
                 await client.head
 
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         async with asyncio.timeout(timeout):
             await asyncio.gather(*(one() for _ in range(count)))
@@ -162,6 +169,9 @@ async def open_streams(
     except TimeoutError:
         answered = streams.answered.value - target + count
         raise TimeoutError(f"{answered} of {count} streams answered within {timeout:g} s") from None
+    finally:
+        if collecting:
+            gc.enable()
     return streams
 
 
