@@ -343,3 +343,96 @@ def test_head_sends_a_streams_headers_only_and_never_starts_it(
     finally:
         connection.close()
     assert started == ["iterated"]  # once: by the GET
+
+
+# --- a complete body, written in one piece -------------------------------------------------
+
+# (request line and headers, response: status, headers, body): the plain cases the connector
+# writes itself, and those it leaves to aiohttp's web.Response.
+EXCHANGES = [
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {"Content-Type": "text/plain"}, b"hello")),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n", (200, {"Content-Type": "a"}, b"x")),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n",
+     (201, {"Content-Type": "application/json", "Set-Cookie": ["a=1", "b=2"]}, b'{"ok": 1}')),
+    (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n",
+     (404, {"Content-Type": "text/plain", "X-Name": "caf\u00e9"}, b"gone")),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, b"")),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (418, {"Content-Type": "text/plain"}, b"tea")),
+    # Left to web.Response:
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (599, {"Content-Type": "text/plain"}, b"odd")),
+    (b"HEAD /a HTTP/1.1\r\nHost: x\r\n", (200, {"Content-Type": "text/plain"}, b"hello")),
+    (b"GET /a HTTP/1.0\r\nHost: x\r\n", (200, {"Content-Type": "text/plain"}, b"old")),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (204, {}, b"")),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, b"no type")),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {"Content-Type": "a", "Date": "today"}, b"d")),
+]  # fmt: skip
+
+
+def exchange(port: int, head: bytes) -> bytes:
+    """Send one request; its response's bytes, the date masked, read up to its length."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head + b"\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        top, _, rest = data.partition(b"\r\n\r\n")
+        lines = top.split(b"\r\n")
+        length = next((int(line[15:]) for line in lines if line.startswith(b"Content-Length")), 0)
+        if head.startswith(b"HEAD"):
+            length = 0
+        while len(rest) < length:
+            rest += sock.recv(65536)
+    masked = [b"Date: *" if line.startswith(b"Date: ") else line for line in lines]
+    return b"\r\n".join(masked) + b"\r\n\r\n" + rest
+
+
+async def test_a_complete_body_goes_out_as_aiohttp_would_write_it() -> None:
+    responses = iter([response for _, response in EXCHANGES] * 2)
+
+    def respond(context: dict[str, Any]) -> dict[str, Any]:
+        status, headers, body = next(responses)
+        return {**context, "response": {"status": status, "headers": headers, "body": body}}
+
+    async def aiohttp_writes(_request: aiohttp.web.BaseRequest) -> aiohttp.web.Response:
+        status, headers, body = next(responses)
+        pairs = [
+            (k, v) for k, vs in headers.items() for v in (vs if isinstance(vs, list) else [vs])
+        ]
+        return aiohttp.web.Response(status=status, headers=pairs, body=body)
+
+    server = aiohttp.web.Server(aiohttp_writes)
+    runner = aiohttp.web.ServerRunner(server)
+    await runner.setup()
+    site = aiohttp.web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
+    await site.start()
+    reference = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    connector = create_connector(plain_map(Interceptor(name="respond", enter=respond)), None)
+    connector.start()
+    try:
+        ours = [await asyncio.to_thread(exchange, connector.bound_port, h) for h, _ in EXCHANGES]
+        theirs = [await asyncio.to_thread(exchange, reference, h) for h, _ in EXCHANGES]
+    finally:
+        connector.stop()
+        await runner.cleanup()
+    assert ours == theirs
+    assert b"caf\xc3\xa9" in ours[3] and b"Connection: close" in ours[1]
+
+
+def test_only_the_plain_case_is_written_in_one_piece() -> None:
+    from aiohttp.http import HttpVersion10
+    from aiohttp.test_utils import make_mocked_request
+
+    from replkit.aiohttp import _complete
+
+    get = make_mocked_request("GET", "/", headers={"Host": "x"})
+    typed = [("Content-Type", "text/plain")]
+    secure = frozenset(["x-frame-options"])
+    assert _complete(get, 200, typed, b"x", frozenset()) is not None
+    assert _complete(get, 200, [*typed, ("X-Frame-Options", "DENY")], b"x", secure) is not None
+    assert _complete(get, 200, typed, b"x", secure) is None  # aiohttp's hook adds it
+    assert _complete(make_mocked_request("HEAD", "/"), 200, typed, b"x", frozenset()) is None
+    old = make_mocked_request("GET", "/", version=HttpVersion10)
+    assert _complete(old, 200, typed, b"x", frozenset()) is None
+    assert _complete(get, 304, [], None, frozenset()) is None
+    assert _complete(get, 200, [], b"x", frozenset()) is None  # aiohttp types it
+    assert _complete(get, 200, [*typed, ("content-length", "1")], b"x", frozenset()) is None
