@@ -345,31 +345,40 @@ def test_head_sends_a_streams_headers_only_and_never_starts_it(
     assert started == ["iterated"]  # once: by the GET
 
 
-# --- a complete body, written in one piece -------------------------------------------------
+# --- the plain case, written by replkit itself -----------------------------------------------
 
-# (request line and headers, response: status, headers, body): the plain cases the connector
-# writes itself, and those it leaves to aiohttp's web.Response.
+TEXT = {"Content-Type": "text/plain"}
+EVENTS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+# (request line and headers, response: status, headers, body, whether replkit writes it):
+# the plain cases replkit writes itself, and those it leaves to aiohttp's responses. A list
+# body stands for a stream of those chunks.
 EXCHANGES = [
-    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {"Content-Type": "text/plain"}, b"hello")),
-    (b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n", (200, {"Content-Type": "a"}, b"x")),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, TEXT, b"hello"), True),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n", (200, TEXT, b"x"), True),
     (b"GET /a HTTP/1.1\r\nHost: x\r\n",
-     (201, {"Content-Type": "application/json", "Set-Cookie": ["a=1", "b=2"]}, b'{"ok": 1}')),
+     (201, {"Content-Type": "application/json", "Set-Cookie": ["a=1", "b=2"]}, b'{"ok": 1}'), True),
     (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n",
-     (404, {"Content-Type": "text/plain", "X-Name": "caf\u00e9"}, b"gone")),
-    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, b"")),
-    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (418, {"Content-Type": "text/plain"}, b"tea")),
-    # Left to web.Response:
-    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (599, {"Content-Type": "text/plain"}, b"odd")),
-    (b"HEAD /a HTTP/1.1\r\nHost: x\r\n", (200, {"Content-Type": "text/plain"}, b"hello")),
-    (b"GET /a HTTP/1.0\r\nHost: x\r\n", (200, {"Content-Type": "text/plain"}, b"old")),
-    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (204, {}, b"")),
-    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, b"no type")),
-    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {"Content-Type": "a", "Date": "today"}, b"d")),
+     (404, {**TEXT, "X-Name": "caf\u00e9"}, b"gone"), True),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, b""), True),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (418, TEXT, b"tea"), True),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, EVENTS, [b"data: 1\n\n", b"data: 2\n\n"]), True),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n", (200, EVENTS, [b"x"]), True),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, EVENTS, []), True),
+    # Left to aiohttp's responses:
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (599, TEXT, b"odd"), False),
+    (b"HEAD /a HTTP/1.1\r\nHost: x\r\n", (200, TEXT, b"hello"), False),
+    (b"GET /a HTTP/1.0\r\nHost: x\r\n", (200, TEXT, b"old"), False),
+    (b"GET /a HTTP/1.0\r\nHost: x\r\n", (200, EVENTS, [b"old"]), False),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (204, {}, b""), False),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, b"no type"), False),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, [b"no type"]), False),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {**TEXT, "Date": "today"}, b"d"), False),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {**EVENTS, "Content-Length": "3"}, [b"abc"]), False),
 ]  # fmt: skip
 
 
 def exchange(port: int, head: bytes) -> bytes:
-    """Send one request; its response's bytes, the date masked, read up to its length."""
+    """Send one request; its response's bytes, the date masked, read to its end."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(head + b"\r\n")
         data = b""
@@ -380,25 +389,42 @@ def exchange(port: int, head: bytes) -> bytes:
         length = next((int(line[15:]) for line in lines if line.startswith(b"Content-Length")), 0)
         if head.startswith(b"HEAD"):
             length = 0
-        while len(rest) < length:
-            rest += sock.recv(65536)
+        chunked = b"Transfer-Encoding: chunked" in lines
+        closes = head.startswith(b"GET /a HTTP/1.0") and not length
+        while (not rest.endswith(b"0\r\n\r\n") if chunked else len(rest) < length) or closes:
+            more = sock.recv(65536)
+            if not more:
+                break
+            rest += more
     masked = [b"Date: *" if line.startswith(b"Date: ") else line for line in lines]
     return b"\r\n".join(masked) + b"\r\n\r\n" + rest
 
 
-async def test_a_complete_body_goes_out_as_aiohttp_would_write_it() -> None:
-    responses = iter([response for _, response in EXCHANGES] * 2)
+async def test_the_plain_case_goes_out_as_aiohttps_responses_would_write_it() -> None:
+    responses = iter([response for _, response, _ in EXCHANGES] * 2)
+
+    async def chunks(items: list[bytes]) -> AsyncIterator[bytes]:
+        for item in items:
+            yield item
 
     def respond(context: dict[str, Any]) -> dict[str, Any]:
         status, headers, body = next(responses)
+        body = chunks(body) if isinstance(body, list) else body
         return {**context, "response": {"status": status, "headers": headers, "body": body}}
 
-    async def aiohttp_writes(_request: aiohttp.web.BaseRequest) -> aiohttp.web.Response:
+    async def aiohttp_writes(request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         status, headers, body = next(responses)
         pairs = [
             (k, v) for k, vs in headers.items() for v in (vs if isinstance(vs, list) else [vs])
         ]
-        return aiohttp.web.Response(status=status, headers=pairs, body=body)
+        if not isinstance(body, list):
+            return aiohttp.web.Response(status=status, headers=pairs, body=body)
+        stream = aiohttp.web.StreamResponse(status=status, headers=pairs)
+        await stream.prepare(request)
+        for chunk in body:
+            await stream.write(chunk)
+        await stream.write_eof()
+        return stream
 
     server = aiohttp.web.Server(aiohttp_writes)
     runner = aiohttp.web.ServerRunner(server)
@@ -407,32 +433,23 @@ async def test_a_complete_body_goes_out_as_aiohttp_would_write_it() -> None:
     await site.start()
     reference = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     connector = create_connector(plain_map(Interceptor(name="respond", enter=respond)), None)
+    handle = connector.handle
+    writers = []
+
+    async def observed(request: aiohttp.web.BaseRequest) -> Any:
+        response = await handle(request)
+        writers.append(not isinstance(response, aiohttp.web.StreamResponse))
+        return response
+
+    connector.handle = observed  # type: ignore[method-assign]
     connector.start()
     try:
-        ours = [await asyncio.to_thread(exchange, connector.bound_port, h) for h, _ in EXCHANGES]
-        theirs = [await asyncio.to_thread(exchange, reference, h) for h, _ in EXCHANGES]
+        ours = [await asyncio.to_thread(exchange, connector.bound_port, h) for h, _, _ in EXCHANGES]
+        theirs = [await asyncio.to_thread(exchange, reference, h) for h, _, _ in EXCHANGES]
     finally:
         connector.stop()
         await runner.cleanup()
     assert ours == theirs
+    assert writers == [by_replkit for _, _, by_replkit in EXCHANGES]
     assert b"caf\xc3\xa9" in ours[3] and b"Connection: close" in ours[1]
-
-
-def test_only_the_plain_case_is_written_in_one_piece() -> None:
-    from aiohttp.http import HttpVersion10
-    from aiohttp.test_utils import make_mocked_request
-
-    from replkit.aiohttp import _complete
-
-    get = make_mocked_request("GET", "/", headers={"Host": "x"})
-    typed = [("Content-Type", "text/plain")]
-    secure = frozenset(["x-frame-options"])
-    assert _complete(get, 200, typed, b"x", frozenset()) is not None
-    assert _complete(get, 200, [*typed, ("X-Frame-Options", "DENY")], b"x", secure) is not None
-    assert _complete(get, 200, typed, b"x", secure) is None  # aiohttp's hook adds it
-    assert _complete(make_mocked_request("HEAD", "/"), 200, typed, b"x", frozenset()) is None
-    old = make_mocked_request("GET", "/", version=HttpVersion10)
-    assert _complete(old, 200, typed, b"x", frozenset()) is None
-    assert _complete(get, 304, [], None, frozenset()) is None
-    assert _complete(get, 200, [], b"x", frozenset()) is None  # aiohttp types it
-    assert _complete(get, 200, [*typed, ("content-length", "1")], b"x", frozenset()) is None
+    assert ours[6].endswith(b"data: 1\n\n\r\n9\r\ndata: 2\n\n\r\n0\r\n\r\n")
