@@ -225,7 +225,7 @@ class AiohttpConnector(Connector):
             response, out = _Written(status, request.keep_alive), request.writer
             await out.write(head)
             out.enable_chunking()
-        del headers  # an open stream holds none of them
+        del headers, head  # an open stream holds neither
         began = time.monotonic()
         task = asyncio.current_task()
         assert task is not None
