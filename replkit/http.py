@@ -379,8 +379,6 @@ def make_secure_headers(overrides: Mapping[str, str | None] | None = None) -> In
     (see :func:`secure_header_values`); :data:`secure_headers` is the one without."""
     templates = _templates(overrides)  # a bad override fails here, when the map is built
     lowered = frozenset(name.lower() for name in templates)
-    # The headers whose value takes the nonce (the policy); the others are sent as they are.
-    noncing = [(name, value) for name, value in templates.items() if "{nonce}" in value]
 
     def enter(context: Context) -> Context:
         nonce = secrets.token_urlsafe(16)
@@ -391,10 +389,7 @@ def make_secure_headers(overrides: Mapping[str, str | None] | None = None) -> In
         response = context.get("response")
         if response is None:
             return context
-        nonce = context.get("csp_nonce") or secrets.token_urlsafe(16)
-        filled = templates.copy()  # assigning to a key it has keeps the headers' order
-        for name, value in noncing:
-            filled[name] = value.replace("{nonce}", nonce)
+        filled = _filled(templates, context.get("csp_nonce"))
         given = response.get("headers")
         if not given:
             headers = filled
