@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import linecache
 import os
@@ -46,6 +48,7 @@ __all__ = [
     "describe",
     "digest",
     "error_of",
+    "record_imports",
     "reload_modules",
     "remember",
     "run",
@@ -62,8 +65,9 @@ class State:
     """Guards the fields below and every change a batch makes to ``sys.modules``. Never
     held while module code runs, so a stuck import cannot stop other reloads."""
     loaded: dict[str, bytes] = field(default_factory=dict)
-    """Module name -> digest of the source it runs, for each module executed by replkit or
-    seen when a watch started: a file whose digest differs has unloaded changes."""
+    """Module name -> digest of the source it runs, for each module executed by replkit,
+    imported since :func:`record_imports`, or seen when a watch started: a file whose digest
+    differs has unloaded changes."""
     imports: imports.ImportsCache = field(default_factory=dict)
     """What each project file imports, parsed once per version of the file."""
 
@@ -326,6 +330,49 @@ def remember(scope: dict[str, str]) -> None:
             if name not in state.loaded and (found := digest(path)) is not None:
                 state.loaded[name] = found
             imports.imports(name, path, state.imports)
+
+
+def record_imports() -> None:
+    """From now on, run each project module Python imports from the very bytes whose digest
+    :data:`state` records, so that a save made between the import and the watch on its file
+    still counts as a change. Harmless to call again."""
+    with state.lock:
+        if not any(isinstance(finder, _Recorder) for finder in sys.meta_path):
+            # Just before PathFinder, so the finders placed ahead of it (pytest's assertion
+            # rewriting, import hooks of the app) keep their modules.
+            at = sys.meta_path.index(importlib.machinery.PathFinder)
+            sys.meta_path.insert(at, _Recorder())
+
+
+class _Recorder(importlib.abc.MetaPathFinder):
+    """Finds what PathFinder finds, and has project source files loaded by :class:`_Recorded`."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if (
+            spec is not None
+            and type(spec.loader) is importlib.machinery.SourceFileLoader
+            and imports.source_path(spec.origin) is not None
+        ):
+            spec.loader = _Recorded(fullname, spec.loader.path)
+        return spec
+
+
+class _Recorded(importlib.machinery.SourceFileLoader):
+    """Compiles the source it read, never a ``.pyc`` (trusted by mtime in seconds and size,
+    see :func:`_compile`), and records that source's digest as the module's."""
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        source = self.get_data(self.path)
+        code = self.source_to_code(source, self.path)
+        with state.lock:
+            state.loaded[fullname] = _digest_of(source)
+        return code
 
 
 def digest(path: str) -> bytes | None:

@@ -34,7 +34,7 @@ from replkit import connector as conn
 from replkit import imports
 from replkit.application import ApplicationConnector
 from replkit.errors import ReplkitError
-from replkit.reload import Batch, ReloadResult, describe
+from replkit.reload import Batch, ReloadResult, describe, record_imports
 from replkit.server import Connector, Server, find_server, open_servers
 from replkit.watch import Reloader, print_result
 
@@ -90,6 +90,10 @@ class Session:
         self.attr = attr or None
         self.name = self.module_name.rpartition(".")[2]
         self.host, self.port = host, port
+        if watch is not False:
+            # Before the app's import: a save made while the app starts is then a change the
+            # reloader catches up with once it watches.
+            record_imports()
         module = load_app_module(self.module_name)
         wanted = self.attr or "create_connector"
         if not hasattr(module, wanted):

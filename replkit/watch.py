@@ -30,7 +30,15 @@ import watchfiles
 
 from replkit import imports
 from replkit.errors import ReplkitError
-from replkit.reload import Batch, ReloadError, ReloadResult, changed, display_path, error_of
+from replkit.reload import (
+    Batch,
+    ReloadError,
+    ReloadResult,
+    changed,
+    display_path,
+    error_of,
+    record_imports,
+)
 from replkit.reload import remember as remember_loaded
 
 __all__ = ["Reloader"]
@@ -147,6 +155,7 @@ class Reloader:
         self._pending: set[str] = set()
         self.failure: ReloadResult | None = None
         """The report of the reload that failed, or is stuck, until one succeeds."""
+        record_imports()
         remember_loaded(self._scope())
 
     @property
@@ -169,6 +178,7 @@ class Reloader:
             self._set_roots(*imports.watch_roots(imports.project_modules()))
         remember_loaded(self._scope())
         self._watchers, self._stop = self._launch(self._trees, self._flat)
+        self._catch_up(self._scope())
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop watching and abandon a batch still executing; waits at most ``timeout``
@@ -193,11 +203,20 @@ class Reloader:
                 self._set_roots(trees, flat)
                 return
             watchers, stop = self._launch(tuple(trees), tuple(flat))
+            before = self._scope().keys()
             self._set_roots(trees, flat)
-            remember_loaded(self._scope())
+            scope = self._scope()
+            remember_loaded(scope)
             (old, self._watchers), old_stop = (self._watchers, watchers), self._stop
             self._stop = stop
             _end(old, old_stop, 1.0)
+            self._catch_up({name: scope[name] for name in scope.keys() - before})
+
+    def _catch_up(self, scope: dict[str, str]) -> None:
+        """Reload the modules of ``scope`` saved while no watcher looked at their files, once
+        watchers do: their digests, recorded at import, tell (see ``record_imports``)."""
+        if stale := changed(scope, scope):
+            self._submit({scope[name] for name in stale})
 
     def _launch(
         self, trees: tuple[Path, ...], flat: tuple[Path, ...]

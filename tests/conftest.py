@@ -220,6 +220,11 @@ def served_url(line: str) -> str:
     return line.split()[2]
 
 
+SAVES_ITSELF = "import pathlib\nVALUE = 1\npathlib.Path(__file__).write_text('VALUE = 2\\n')\n"
+"""A module's source that saves ``VALUE = 2`` over itself as it runs ``VALUE = 1``: a save
+made right after Python read the file, the worst moment for a reloader."""
+
+
 @dataclass
 class Pkg:
     """A throwaway package ``name`` in directory ``root``."""

@@ -6,19 +6,27 @@ Every test builds its own package (``rk_<uuid>``, the ``pkg`` fixture of conftes
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
+import py_compile
 import re
 import sys
 import threading
 import types
-from pathlib import Path
 
 import pytest
-from conftest import Pkg
+from conftest import SAVES_ITSELF, Pkg
 
 from replkit.imports import project_modules
-from replkit.reload import Batch, ReloadResult, reload_modules, remember
+from replkit.reload import (
+    Batch,
+    ReloadResult,
+    changed,
+    record_imports,
+    reload_modules,
+    remember,
+)
 
 DEADLINE = 5.0
 
@@ -358,13 +366,10 @@ def test_reloading_a_submodule_updates_the_package_attribute(pkg: Pkg) -> None:
     assert pkg.current("sub").leaf.LEAF == 2
 
 
-def test_a_same_size_edit_in_the_same_second_is_not_served_from_a_stale_pyc(
-    pkg: Pkg, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+def test_a_same_size_edit_in_the_same_second_is_not_served_from_a_stale_pyc(pkg: Pkg) -> None:
     path = pkg.write("a.py", "VALUE = 1\n")
     pkg.load("a")
-    assert Path(importlib.util.cache_from_source(str(path))).exists()
+    py_compile.compile(str(path), invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
     stat = path.stat()
     path.write_text("VALUE = 2\n")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -378,6 +383,32 @@ def test_a_same_size_edit_in_the_same_second_is_not_served_from_a_stale_pyc(
     reload_modules([pkg.dotted("a")])
 
     assert pkg.current("a").VALUE == 2
+
+
+def test_recorded_imports_know_the_source_they_ran_even_if_it_is_saved_at_once(
+    pkg: Pkg,
+) -> None:
+    record_imports()
+    record_imports()  # a second reloader records nothing twice
+    pkg.write("a.py", SAVES_ITSELF)
+
+    module = pkg.load("a")
+    remember(project_modules())  # a watch starting now must not take the new file as loaded
+
+    assert module.VALUE == 1
+    assert changed(project_modules(), [pkg.dotted("a")]) == [pkg.dotted("a")]
+
+
+def test_recording_imports_leaves_other_modules_and_finders_alone(pkg: Pkg) -> None:
+    record_imports()
+    finders = [type(finder).__name__ for finder in sys.meta_path]
+
+    assert finders.count("_Recorder") == 1
+    # pytest's assertion rewriting, ahead of the PathFinder, still comes first.
+    assert finders.index("AssertionRewritingHook") < finders.index("_Recorder")
+    assert finders.index("_Recorder") + 1 == sys.meta_path.index(importlib.machinery.PathFinder)
+    spec = importlib.util.find_spec("colorsys")  # the standard library
+    assert spec is not None and type(spec.loader) is importlib.machinery.SourceFileLoader
 
 
 def test_reloads_are_serialized(pkg: Pkg) -> None:

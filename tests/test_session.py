@@ -185,6 +185,49 @@ def edit(pkg: Pkg, file: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+def test_a_save_made_while_the_app_starts_is_served(pkg: Pkg) -> None:
+    # The handlers save their next version over themselves as they are imported: a save
+    # made after Python read the file, before anything watches it.
+    pkg.write(
+        "handlers.py",
+        """\
+        import pathlib
+
+        BODY = "hello v1"
+        _path = pathlib.Path(__file__)
+        if BODY == "hello v1":
+            _path.write_text(_path.read_text().replace('BODY = "hello v1"', 'BODY = "hello v2"', 1))
+        """,
+    )
+    pkg.write(
+        "app.py",
+        """\
+        import replkit.aiohttp as hk
+        from replkit import connector as conn
+
+        from . import handlers
+
+
+        def create_connector():
+            connector_map = conn.default_connector_map(0, "127.0.0.1")
+            connector_map = conn.with_default_interceptors(connector_map)
+            hello = lambda request: {"status": 200, "body": handlers.BODY}
+            return hk.create_connector(conn.with_routes(connector_map, [("/hello", "get", hello)]))
+        """,
+    )
+    reports = Reports()
+    session = Session(pkg.dotted("app"), report=reports)
+    session.start()
+    try:
+        connector = session.connector
+        assert connector is not None
+        reports.wait_for(lambda r: pkg.dotted("handlers") in r.modules, "handlers reloaded")
+
+        wait_until(lambda: fetch(f"{connector.url}/hello")[2] == "hello v2", 10, "hello v2")
+    finally:
+        session.close()
+
+
 def test_every_shape_follows_every_save_while_a_stream_stays_open(
     shapes: tuple[Pkg, Session, Reports],
 ) -> None:

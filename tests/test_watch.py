@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 import watchfiles
-from conftest import Pkg, wait_until
+from conftest import SAVES_ITSELF, Pkg, wait_until
 
 from replkit import watch
 from replkit.reload import ReloadResult
@@ -520,6 +521,49 @@ def test_following_the_project_watches_packages_imported_later(pkg: Pkg, tmp_pat
         reports.reloaded(other.name)
     finally:
         reloader.stop()
-        import sys
-
         sys.modules.pop(other.name, None)
+
+
+def test_a_package_saved_between_its_import_and_its_watch_is_reloaded(
+    pkg: Pkg, tmp_path: Path
+) -> None:
+    # The new package saves itself as it is imported: a save no watcher can see, made after
+    # Python read the file, the worst moment for a reloader that looks at files afterwards.
+    pkg.write("a.py", "VALUE = 1\n")
+    pkg.load("a")
+    other = tmp_path / f"{pkg.name}_late"
+    other.mkdir()
+    (other / "__init__.py").write_text(SAVES_ITSELF)
+    reports = Reports()
+    reloader = Reloader(report=reports)
+    reloader.start()
+    try:
+        pkg.write("a.py", f"import {other.name}\nVALUE = 2\n")
+        reports.reloaded(pkg.dotted("a"))
+
+        reports.reloaded(other.name)
+
+        assert sys.modules[other.name].VALUE == 2
+    finally:
+        reloader.stop()
+        sys.modules.pop(other.name, None)
+
+
+def test_a_save_made_before_start_is_reloaded_by_start(pkg: Pkg) -> None:
+    pkg.write("a.py", "VALUE = 1\n")
+    pkg.load("a")
+    reports = Reports()
+    reloader = Reloader([pkg.root], report=reports)
+    pkg.write("b.py", "VALUE = 1\n")
+    pkg.load("b")  # imported after the reloader exists: recorded as Python runs it
+    pkg.write("a.py", "VALUE = 2\n")
+    pkg.write("b.py", "VALUE = 2\n")
+
+    reloader.start()
+    try:
+        result = reports.wait_for(lambda r: bool(r.modules), "the saves reloaded")
+
+        assert sorted(result.modules) == [pkg.dotted("a"), pkg.dotted("b")]
+        assert pkg.current("a").VALUE == 2 and pkg.current("b").VALUE == 2
+    finally:
+        reloader.stop()
