@@ -224,6 +224,9 @@ def _unread_bytes(transport: asyncio.BaseTransport | None) -> int:
 class _Protocol(RequestHandler):
     """aiohttp's HTTP protocol with a header-read timeout and rate-limited error logs."""
 
+    # As aiohttp's: an open connection holds no attribute dict.
+    __slots__ = ("_errors", "_header_timeout", "_header_timer")
+
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = manager.header_timeout

@@ -15,7 +15,7 @@ batch, and ``__after_reload__()``, run on whichever module is live afterwards.
 Process-wide state, all of it, is :data:`state` (see :class:`State`), plus the modules in
 :data:`sys.modules`, which a batch changes only while it executes (so that the modules
 later in the batch import the fresh ones) and then commits or restores, under
-``state.lock``.
+``state.lock``; and, once :func:`record_imports` ran, a finder first on ``sys.meta_path``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import linecache
+import marshal
 import os
 import sys
 import threading
@@ -338,14 +339,17 @@ def record_imports() -> None:
     still counts as a change. Harmless to call again."""
     with state.lock:
         if not any(isinstance(finder, _Recorder) for finder in sys.meta_path):
-            # Just before PathFinder, so the finders placed ahead of it (pytest's assertion
-            # rewriting, import hooks of the app) keep their modules.
-            at = sys.meta_path.index(importlib.machinery.PathFinder)
-            sys.meta_path.insert(at, _Recorder())
+            sys.meta_path.insert(0, _Recorder())
 
 
 class _Recorder(importlib.abc.MetaPathFinder):
-    """Finds what PathFinder finds, and has project source files loaded by :class:`_Recorded`."""
+    """First on ``sys.meta_path``, it asks the finders after it (pytest's assertion
+    rewriting, an editable install's finder, PathFinder) and changes only the loader of a
+    project source file they would load with the plain ``SourceFileLoader``: to
+    :class:`_Recorded`."""
+
+    def __init__(self) -> None:
+        self._asking = threading.local()
 
     def find_spec(
         self,
@@ -353,7 +357,25 @@ class _Recorder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: types.ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        # importlib.reload() passes the module: what it executes is not what replkit loaded,
+        # so the file's changes stay pending and replkit still reloads its importers.
+        asking: set[str] = self._asking.__dict__.setdefault("names", set())
+        if target is not None or fullname in asking:  # a finder asking importlib itself
+            return None
+        asking.add(fullname)
+        try:
+            spec = next(
+                (
+                    found
+                    for finder in list(sys.meta_path)
+                    if finder is not self
+                    and hasattr(finder, "find_spec")
+                    and (found := finder.find_spec(fullname, path, None)) is not None
+                ),
+                None,
+            )
+        finally:
+            asking.discard(fullname)
         if (
             spec is not None
             and type(spec.loader) is importlib.machinery.SourceFileLoader
@@ -364,14 +386,32 @@ class _Recorder(importlib.abc.MetaPathFinder):
 
 
 class _Recorded(importlib.machinery.SourceFileLoader):
-    """Compiles the source it read, never a ``.pyc`` (trusted by mtime in seconds and size,
-    see :func:`_compile`), and records that source's digest as the module's."""
+    """Executes the source it read, and records that source's digest as the module's."""
 
-    def get_code(self, fullname: str) -> types.CodeType:
+    def exec_module(self, module: types.ModuleType) -> None:
+        """Execute the file's source, as read now, in ``module``."""
         source = self.get_data(self.path)
+        # One dict store, without state.lock: reload_modules() holds that lock while module
+        # code runs, which may wait for this import.
+        state.loaded[self.name] = _digest_of(source)
+        exec(self._code(source), namespace(module))
+
+    def _code(self, source: bytes) -> types.CodeType:
+        """The code of ``source``: from a ``.pyc`` only if it holds the hash of these very
+        bytes (one validated by mtime in seconds and size may be of an earlier version,
+        see :func:`_compile`); else compiled, and cached with that hash."""
+        source_hash = importlib.util.source_hash(source)
+        cached = importlib.util.cache_from_source(self.path)
+        with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+            data = self.get_data(cached)
+            hash_based = int.from_bytes(data[4:8], "little") & 1
+            if data[:4] == importlib.util.MAGIC_NUMBER and hash_based and data[8:16] == source_hash:
+                return marshal.loads(data[16:])  # type: ignore[no-any-return]
         code = self.source_to_code(source, self.path)
-        with state.lock:
-            state.loaded[fullname] = _digest_of(source)
+        if not sys.dont_write_bytecode:
+            checked_hash = (0b11).to_bytes(4, "little")  # hash-based, checked by every import
+            header = importlib.util.MAGIC_NUMBER + checked_hash + source_hash
+            self.set_data(cached, header + marshal.dumps(code))
         return code
 
 
