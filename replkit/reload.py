@@ -36,6 +36,7 @@ import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from replkit import imports
 from replkit.errors import ReplkitError
@@ -329,7 +330,8 @@ def remember(scope: dict[str, str]) -> None:
     with state.lock:
         for name, path in scope.items():
             if name not in state.loaded and (found := digest(path)) is not None:
-                state.loaded[name] = found
+                # An import that recorded the module meanwhile knows better.
+                state.loaded.setdefault(name, found)
             imports.imports(name, path, state.imports)
 
 
@@ -364,16 +366,8 @@ class _Recorder(importlib.abc.MetaPathFinder):
             return None
         asking.add(fullname)
         try:
-            spec = next(
-                (
-                    found
-                    for finder in list(sys.meta_path)
-                    if finder is not self
-                    and hasattr(finder, "find_spec")
-                    and (found := finder.find_spec(fullname, path, None)) is not None
-                ),
-                None,
-            )
+            finders = list(sys.meta_path)
+            spec = next((f for finder in finders if (f := self._ask(finder, fullname, path))), None)
         finally:
             asking.discard(fullname)
         if (
@@ -384,34 +378,57 @@ class _Recorder(importlib.abc.MetaPathFinder):
             spec.loader = _Recorded(fullname, spec.loader.path)
         return spec
 
+    def _ask(
+        self, finder: Any, fullname: str, path: Sequence[str] | None
+    ) -> importlib.machinery.ModuleSpec | None:
+        """What ``finder`` finds, as importlib asks it."""
+        if finder is self:
+            return None
+        if hasattr(finder, "find_spec"):
+            return finder.find_spec(fullname, path, None)  # type: ignore[no-any-return]
+        if hasattr(finder, "find_module"):  # a legacy finder, which Python 3.11 still asks
+            loader = finder.find_module(fullname, path)
+            return None if loader is None else importlib.util.spec_from_loader(fullname, loader)
+        return None
+
 
 class _Recorded(importlib.machinery.SourceFileLoader):
-    """Executes the source it read, and records that source's digest as the module's."""
+    """Reads the source when the import makes the module, records that source's digest as
+    the module's, and executes that very source. (importlib's own ``exec_module`` runs it,
+    so that tracebacks show none of the import machinery's frames.)"""
 
-    def exec_module(self, module: types.ModuleType) -> None:
-        """Execute the file's source, as read now, in ``module``."""
-        source = self.get_data(self.path)
+    _source: bytes | None = None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        """Read the source; let importlib make the module."""
+        self._source = source = self.get_data(self.path)
         # One dict store, without state.lock: reload_modules() holds that lock while module
         # code runs, which may wait for this import.
         state.loaded[self.name] = _digest_of(source)
-        exec(self._code(source), namespace(module))
 
-    def _code(self, source: bytes) -> types.CodeType:
-        """The code of ``source``: from a ``.pyc`` only if it holds the hash of these very
-        bytes (one validated by mtime in seconds and size may be of an earlier version,
-        see :func:`_compile`); else compiled, and cached with that hash."""
+    def get_code(self, fullname: str) -> types.CodeType:
+        """The code of the source read when the module was made (of the file as it is now,
+        for a caller that only asks for code, such as ``runpy``): from a ``.pyc`` only if it
+        holds the hash of these very bytes (one validated by mtime in seconds and size may be
+        of an earlier version, see :func:`_compile`); else compiled, and cached with that
+        hash."""
+        source, self._source = self._source or self.get_data(self.path), None
         source_hash = importlib.util.source_hash(source)
         cached = importlib.util.cache_from_source(self.path)
-        with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+        with contextlib.suppress(Exception):  # missing, truncated, corrupt: compile instead
             data = self.get_data(cached)
             hash_based = int.from_bytes(data[4:8], "little") & 1
             if data[:4] == importlib.util.MAGIC_NUMBER and hash_based and data[8:16] == source_hash:
-                return marshal.loads(data[16:])  # type: ignore[no-any-return]
+                code = marshal.loads(data[16:])
+                # Not one of a file since moved: tracebacks must name the file as it is.
+                if isinstance(code, types.CodeType) and code.co_filename == self.path:
+                    return code
         code = self.source_to_code(source, self.path)
         if not sys.dont_write_bytecode:
             checked_hash = (0b11).to_bytes(4, "little")  # hash-based, checked by every import
             header = importlib.util.MAGIC_NUMBER + checked_hash + source_hash
-            self.set_data(cached, header + marshal.dumps(code))
+            # As importlib caches bytecode: with the source file's permissions.
+            self._cache_bytecode(self.path, cached, header + marshal.dumps(code))  # type: ignore[attr-defined]
         return code
 
 

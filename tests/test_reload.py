@@ -12,8 +12,10 @@ import importlib.util
 import os
 import py_compile
 import re
+import stat
 import sys
 import threading
+import traceback
 import types
 import uuid
 from pathlib import Path
@@ -480,6 +482,45 @@ def test_a_recorded_import_uses_a_pyc_only_of_the_same_source(
     del sys.modules[pkg.dotted("a")]
 
     assert pkg.load("a").VALUE == 2
+
+
+def test_an_error_in_a_recorded_import_shows_no_import_machinery(pkg: Pkg) -> None:
+    record_imports()
+    pkg.write("a.py", "from . import b\n")
+    pkg.write("b.py", "raise ValueError('in b')\n")
+
+    with pytest.raises(ValueError, match="in b") as raised:
+        exec(f"import {pkg.dotted('a')}", {})  # an import statement: Python trims its frames
+
+    frames = [frame.filename for frame in traceback.extract_tb(raised.value.__traceback__)]
+    assert [Path(f).name for f in frames if pkg.name in f] == ["a.py", "b.py"]
+    assert not [f for f in frames if "importlib" in f or f.endswith("replkit/reload.py")]
+
+
+def test_a_recorded_pyc_names_the_file_where_it_is_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    record_imports()
+    name = f"rk_moved_{uuid.uuid4().hex[:8]}"
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / name).mkdir(parents=True)
+    (first / name / "__init__.py").write_text("def where():\n    pass\n")
+    (first / name / "__init__.py").chmod(0o600)
+    monkeypatch.syspath_prepend(str(first))
+    importlib.import_module(name)
+    cached = importlib.util.cache_from_source(str(first / name / "__init__.py"))
+    assert stat.S_IMODE(os.stat(cached).st_mode) == 0o600  # as private as its source
+    del sys.modules[name]
+    first.rename(second)
+    sys.path[sys.path.index(str(first))] = str(second)
+    importlib.invalidate_caches()
+    try:
+        moved = importlib.import_module(name)
+
+        assert moved.where.__code__.co_filename == str(second / name / "__init__.py")
+    finally:
+        sys.modules.pop(name, None)
 
 
 def test_a_project_import_never_waits_for_a_reload(pkg: Pkg) -> None:
