@@ -47,9 +47,9 @@ class AccessLog:
         """Which logger a request's line goes to (``None``: not logged)."""
         self._pending: list[_Line] = []
 
-    def add(self, request: web.BaseRequest, status: int, seconds: float) -> None:
-        """Log the response to ``request`` this turn, if its logger logs INFO."""
-        logger = self.logger_of(request)
+    def add(self, logger: logging.Logger | None, request: Any, status: int, seconds: float) -> None:
+        """Log the response to ``request`` (aiohttp's, or one with its ``remote``, ``method``
+        and ``rel_url``) this turn on ``logger``, if it logs INFO (``None``: not logged)."""
         if logger is None or not logger.isEnabledFor(logging.INFO):
             return
         args = (request.remote, request.method, request.rel_url.raw_path_qs, status, seconds * 1e3)
@@ -76,7 +76,7 @@ class AiohttpAccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> None:
         """Log one response."""
-        self.logger.add(request, response.status, seconds)
+        self.logger.add(self.logger.logger_of(request), request, response.status, seconds)
 
 
 _LOG_LINE = AccessLog.add.__code__.co_firstlineno

@@ -53,6 +53,7 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from replkit import http
 from replkit.access_log import ACCESS_LOG
+from replkit.connection import PlainRequest
 from replkit.errors import ReplkitError
 from replkit.interceptor import (
     QUEUE,
@@ -75,6 +76,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("replkit.server")
+
+_AnyRequest = web.BaseRequest | PlainRequest
+"""aiohttp's request, or a plain one of replkit's server (see :mod:`replkit.connection`)."""
 
 DEFAULT_MAX_BODY_SIZE = 1024**2
 """The largest request body read, in bytes (the connector map's ``max_body_size``)."""
@@ -117,6 +121,8 @@ def application(connector: AiohttpConnector) -> web.Application:
 class AiohttpConnector(Connector):
     """A connector map made servable: its interceptor chain, host and port, and the keys
     documented in :mod:`replkit.connector` (limits, access log, secure headers)."""
+
+    answers_plain = True
 
     def __init__(
         self, connector_map: Mapping[str, Any], options: Mapping[str, Any] | None = None
@@ -200,7 +206,7 @@ class AiohttpConnector(Connector):
             connector=self,
         )
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse | _Written:
+    async def handle(self, request: _AnyRequest) -> web.StreamResponse | _Written:
         """Run the interceptor chain for one request; write the response it produced."""
         # The chain's context is gone once the response is checked: an open stream holds
         # only what its own body keeps.
@@ -220,6 +226,8 @@ class AiohttpConnector(Connector):
         response: web.StreamResponse | _Written
         if head is None:
             response = out = web.StreamResponse(status=status, headers=headers)
+            if isinstance(request, PlainRequest):
+                request = request.aiohttp_request(self.make_request)
             await response.prepare(request)
         else:
             response, out = _Written(status, request.keep_alive), request.writer
@@ -245,7 +253,8 @@ class AiohttpConnector(Connector):
             # aiohttp logs no response whose handler was cancelled: the access log would
             # never show the streams clients leave, most of them.
             if self._server is not None:
-                self._server.access_log.add(request, status, time.monotonic() - began)
+                elapsed = time.monotonic() - began
+                self._server.access_log.add(self.access_log, request, status, elapsed)
             raise
         except Exception:
             # Headers are out: say why, and cut the connection so that the client sees an
@@ -266,7 +275,7 @@ class AiohttpConnector(Connector):
 
     def _head(
         self,
-        request: web.BaseRequest,
+        request: _AnyRequest,
         status: int,
         headers: _Headers,
         framing: str,
@@ -284,7 +293,7 @@ class AiohttpConnector(Connector):
             line is None
             or request.version != HttpVersion11
             or request.method == "HEAD"
-            or not isinstance(request, _Request)
+            or not isinstance(request, _Request | PlainRequest)
         ):
             return None
         names = {name.lower() for name, _ in headers}
@@ -301,7 +310,7 @@ class AiohttpConnector(Connector):
             "\r\n",
         ]).encode()  # fmt: skip
 
-    async def _respond(self, request: web.BaseRequest) -> _Checked:
+    async def _respond(self, request: _AnyRequest) -> _Checked:
         """The chain's response to ``request``, checked; or the error response instead."""
         try:
             request_map = _request_map(request, self)
@@ -321,7 +330,7 @@ class AiohttpConnector(Connector):
         return _checked_response(http.plain(500, "Internal Server Error"))
 
     def _log_500(
-        self, request: web.BaseRequest, kind: Any, err: Exception, cause: BaseException | None
+        self, request: _AnyRequest, kind: Any, err: Exception, cause: BaseException | None
     ) -> None:
         self._errors.log(
             log,
@@ -338,9 +347,10 @@ class AiohttpConnector(Connector):
 class _Written:
     """A response replkit writes itself, in the plain case (see ``AiohttpConnector._head``):
     a complete body, head and body in one write, or a stream already written. It is what
-    aiohttp's request handler uses of a response (``prepare``, ``write_eof``, ``keep_alive``,
-    and ``status`` for the access log), without a ``web.Response`` and its header dict,
-    which cost about 15% of a ``GET /`` and 3 KiB of every open stream."""
+    aiohttp's request handler, and replkit's connection, use of a response (``prepare``,
+    ``write_eof``, ``keep_alive``, and ``status`` for the access log), without a
+    ``web.Response`` and its header dict, which cost about 15% of a ``GET /`` and 3 KiB of
+    every open stream."""
 
     __slots__ = ("_data", "_writer", "keep_alive", "status")
 
@@ -350,7 +360,7 @@ class _Written:
         self._data = data
         self._writer: AbstractStreamWriter | None = None
 
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
+    async def prepare(self, request: _AnyRequest) -> AbstractStreamWriter:
         """Take the request's writer; nothing more is sent before :meth:`write_eof`."""
         self._writer = request.writer
         return self._writer
@@ -433,7 +443,7 @@ class RequestBody:
 
     __slots__ = ("_continued", "_data", "_request", "limit", "stall_timeout")
 
-    def __init__(self, request: web.BaseRequest, limit: int, stall_timeout: float) -> None:
+    def __init__(self, request: _AnyRequest, limit: int, stall_timeout: float) -> None:
         self._request = request
         self.limit = limit
         self.stall_timeout = stall_timeout
@@ -499,7 +509,7 @@ def _reason(err: BaseException) -> str:
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s\[\]/@:?#]*)(?::([0-9]{0,5}))?")
 
 
-def _request_map(request: web.BaseRequest, connector: AiohttpConnector) -> dict[str, Any]:
+def _request_map(request: _AnyRequest, connector: AiohttpConnector) -> dict[str, Any]:
     given = request.headers
     headers = {name.lower(): value for name, value in given.items()}
     if len(headers) < len(given):  # a repeated header: its values joined, as HTTP allows

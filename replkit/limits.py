@@ -36,6 +36,8 @@ __all__ = [
     "LogThrottle",
     "capacity",
     "log_accept_errors",
+    "log_slow_head",
+    "unread_bytes",
 ]
 
 log = logging.getLogger("replkit.server")
@@ -156,18 +158,34 @@ class GuardedServer(web.Server):
         max_connections: int,
         header_timeout: float,
         errors: LogThrottle,
+        connection: Callable[[GuardedServer], asyncio.Protocol] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.max_connections = max_connections
         self.header_timeout = header_timeout
+        self.keepalive_timeout: float = kwargs.get("keepalive_timeout", 75.0)
         self.errors = errors
+        self._connection = connection
         # The open connections, oldest first; aiohttp's own list keeps closed ones until
         # their handler task ends.
-        self._live: dict[RequestHandler, None] = {}
+        self._live: dict[Any, None] = {}
 
-    def __call__(self) -> RequestHandler:
+    def __call__(self) -> Any:
+        """The protocol of a new connection: ``connection``'s if given, else aiohttp's."""
+        if self._connection is not None:
+            return self._connection(self)
+        return self.aiohttp_protocol()
+
+    def aiohttp_protocol(self) -> RequestHandler:
+        """aiohttp's protocol for a connection, with this server's limits."""
         return _Protocol(self, loop=self._loop, **self._kwargs)
+
+    def forget(self, connection: Any) -> None:
+        """Drop ``connection`` from the open ones without closing it: another protocol,
+        which registers itself, serves it from now on."""
+        self._live.pop(connection, None)
+        self._connections.pop(connection, None)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -177,7 +195,7 @@ class GuardedServer(web.Server):
             return
         idle = []
         for other in self._live:  # oldest first
-            if other is not handler and _idle(other):
+            if other is not handler and other.idle():
                 idle.append(other)
                 if len(idle) == excess:
                     break
@@ -200,17 +218,8 @@ class GuardedServer(web.Server):
         super().connection_lost(handler, exc)
 
 
-def _idle(protocol: RequestHandler) -> bool:
-    """Waiting for a request (or the rest of its head), as aiohttp's own keep-alive timeout
-    checks before closing a connection, or so new that none came yet; and with nothing
-    unread in its socket: a client whose request the loop has not read yet is not idle."""
-    waiter = protocol._waiter
-    waiting = waiter is not None and not waiter.done()
-    new = protocol._request_count == 0 and not protocol._request_in_progress
-    return (waiting or new) and not _unread_bytes(protocol.transport)
-
-
-def _unread_bytes(transport: asyncio.BaseTransport | None) -> int:
+def unread_bytes(transport: asyncio.BaseTransport | None) -> int:
+    """How many bytes the client sent that the socket holds unread."""
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None:
         return 0
@@ -245,18 +254,20 @@ class _Protocol(RequestHandler):
         elif idle and data and self._header_timer is None:
             self._header_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
 
+    def idle(self) -> bool:
+        """Waiting for a request (or the rest of its head), as aiohttp's own keep-alive
+        timeout checks before closing a connection, or so new that none came yet; and with
+        nothing unread in its socket: a client whose request the loop has not read yet is
+        not idle."""
+        waiting = self._waiter is not None and not self._waiter.done()
+        new = self._request_count == 0 and not self._request_in_progress
+        return (waiting or new) and not unread_bytes(self.transport)
+
     def _head_overdue(self) -> None:
         self._header_timer = None
         waiting = self._waiter is not None and not self._waiter.done()
         if waiting and not self._messages and self.transport is not None:
-            self._errors.log(
-                log,
-                logging.INFO,
-                "slow",
-                "closed a connection from %s: no complete request head within %g s",
-                _peer(self),
-                self._header_timeout,
-            )
+            log_slow_head(self._manager, self.peername)
             self.force_close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -277,7 +288,7 @@ class _Protocol(RequestHandler):
                 logging.INFO,
                 type(exc),
                 "bad request from %s: %s",
-                _peer(self),
+                _peer(self.peername),
                 reason,
             )
         else:
@@ -285,8 +296,21 @@ class _Protocol(RequestHandler):
             self._errors.log(log, logging.ERROR, kind, *args, exc_info=exc)
 
 
-def _peer(protocol: RequestHandler) -> str:
-    peer = protocol.peername
+def log_slow_head(server: GuardedServer | None, peer: Any) -> None:
+    """Log, at most once a second, that a connection from ``peer`` was closed for sending
+    no complete request head within the server's ``header_timeout``."""
+    if server is not None:
+        server.errors.log(
+            log,
+            logging.INFO,
+            "slow",
+            "closed a connection from %s: no complete request head within %g s",
+            _peer(peer),
+            server.header_timeout,
+        )
+
+
+def _peer(peer: Any) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 

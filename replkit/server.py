@@ -1,7 +1,9 @@
 """A listening socket that outlives whatever answers on it.
 
-A :class:`Server` owns the sockets bound at one address and aiohttp's runner over them. It
-hands every request to its current *target*, a :class:`Connector`: the interceptor chain of
+A :class:`Server` owns the sockets bound at one address and aiohttp's runner over them.
+Each connection is first replkit's own (:mod:`replkit.connection`), which answers plain
+requests itself and hands anything else to aiohttp's protocol. The server hands every
+request to its current *target*, a :class:`Connector`: the interceptor chain of
 a connector map (:mod:`replkit.aiohttp`) or an aiohttp application
 (:mod:`replkit.application`). :meth:`Connector.take_over` makes a new connector the target
 while the socket stays open, which is how a restart or a hot reload changes what is served
@@ -33,7 +35,7 @@ import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -42,6 +44,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from replkit.access_log import ACCESS_LOG, AccessLog, AiohttpAccessLogger
+from replkit.connection import Connection, PlainRequest
 from replkit.errors import ReplkitError
 from replkit.limits import BACKLOG, GuardedServer, Limits, LogThrottle, capacity, log_accept_errors
 
@@ -83,7 +86,11 @@ class Connector:
 
     ``limits`` are the server's when this connector starts it (:class:`Limits`);
     ``access_log`` is the logger of the requests it answers (``None``: not logged).
+    ``answers_plain`` says that :meth:`handle` also takes a
+    :class:`~replkit.connection.PlainRequest` (see :mod:`replkit.connection`).
     """
+
+    answers_plain: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -304,13 +311,45 @@ class Server:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         target: Connector = request[_TARGET]
+        with self._serving(target):
+            return await target.handle(request)
+
+    def _plain_target(self) -> Connector | None:
+        """The connector a plain request would go to now, if it answers plain ones."""
+        target = self.target
+        return target if target.answers_plain else None
+
+    async def _answer_plain(self, target: Connector, request: PlainRequest) -> bool:
+        """Answer a plain request of a :class:`Connection` as aiohttp's protocol answers
+        its requests; whether the connection may serve another."""
+        began = self.loop.time()
+        with self._serving(target):
+            try:
+                response = await target.handle(request)
+                if not isinstance(response, web.StreamResponse):
+                    await response.prepare(request)  # written by the connector itself
+                elif not response.prepared:
+                    await response.prepare(request.aiohttp_request(target.make_request))
+                await response.write_eof()
+            except ConnectionError:
+                return False  # the client left
+            except Exception:
+                log.exception("GET %s: writing the response failed", request.rel_url)
+                return False
+        self.access_log.add(target.access_log, request, response.status, self.loop.time() - began)
+        return response.keep_alive is not False
+
+    @contextlib.contextmanager
+    def _serving(self, target: Connector) -> Iterator[None]:
+        """While ``target`` answers a request: it is in flight, and a replaced connector
+        retires after its last one."""
         # Given the loop, current_task() skips get_running_loop() (a getpid() system call
         # on Python 3.11).
         task = asyncio.current_task(self.loop)
         assert task is not None
         target._inflight.add(task)
         try:
-            return await target.handle(request)
+            yield
         finally:
             target._inflight.discard(task)
             if not target._inflight and target is not self.target and self.is_open:
@@ -328,6 +367,7 @@ class Server:
             max_connections=max_connections,
             header_timeout=limits.header_timeout,
             errors=self.errors,
+            connection=self._connection,
             request_factory=self._make_request,
             # A client that leaves cancels its handler at once, so an idle event stream
             # notices the disconnect now rather than at its next write.
@@ -346,6 +386,9 @@ class Server:
             site = _Site(runner, sock, backlog=backlog)
             await site.start()
             self._sites.append(site)
+
+    def _connection(self, manager: GuardedServer) -> Connection:
+        return Connection(manager, self._plain_target, self._answer_plain, self.loop)
 
     def stop_listening(self) -> None:
         """Refuse new connections from now on; synchronous, for code on the loop's thread."""

@@ -55,7 +55,8 @@ async def test_the_lines_of_one_turn_reach_logging_at_its_end_in_order(
     log = AccessLog(lambda request: quiet if request.path == "/quiet" else logger)
     before = time.time()
     for status, path in enumerate(paths, start=200):
-        log.add(make_mocked_request("GET", path), status, 0.00125)
+        request = make_mocked_request("GET", path)
+        log.add(log.logger_of(request), request, status, 0.00125)
     assert collected.records == []  # not yet: the turn is not over
     await asyncio.sleep(0)
     messages = [record.getMessage() for record in collected.records]
@@ -68,7 +69,7 @@ async def test_the_lines_of_one_turn_reach_logging_at_its_end_in_order(
     assert before <= created[0] <= created[1] <= created[2] <= collected.arrived[0]
 
     # A line added after the flush waits for the next turn, or for flush().
-    log.add(make_mocked_request("GET", "/late"), 200, 0.0)
+    log.add(logger, make_mocked_request("GET", "/late"), 200, 0.0)
     log.flush()
     assert collected.records[-1].getMessage() == "None GET /late 200 0.0 ms"
     await asyncio.sleep(0)

@@ -1,0 +1,354 @@
+"""One client connection of replkit's server, answered without aiohttp's request objects
+when its requests are plain.
+
+Each connection starts as a :class:`Connection`. A request head that is *plain* (``GET``,
+HTTP/1.1, no body, nothing to negotiate, every line in the strict form below) for a
+connector that answers plain requests is answered here: a :class:`PlainRequest` made from
+the head goes to the connector, and its response is written on the transport. Anything
+else (a body, ``HEAD``, HTTP/1.0, an upgrade, a head this strict reading does not take, an
+aiohttp application serving) hands the connection, with that request's bytes and all that
+follow, to aiohttp's protocol, which serves it from then on as it serves every connection
+of an aiohttp server: its parser, its limits and its error responses decide every request
+that is not plain.
+
+Why: aiohttp's protocol parses every head into a message, a header multidict and a URL,
+and keeps them, with a parser and a queue, for as long as a connection is open. A plain
+request needs none of that; the stream it opens then holds half the memory, and a
+``GET`` takes a fraction of the time.
+
+The connection plays the part of aiohttp's ``RequestHandler`` for the server that owns it
+(:class:`~replkit.limits.GuardedServer`, whose connection cap and shutdown reach every
+connection): ``close``, ``force_close``, ``shutdown``, ``idle`` and ``_task_handler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import HttpVersion11, RawRequestMessage, StreamWriter
+from aiohttp.streams import EMPTY_PAYLOAD
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from replkit import limits
+
+if TYPE_CHECKING:
+    from replkit.server import Connector
+
+__all__ = ["Connection", "PlainRequest", "plain_head"]
+
+log = logging.getLogger("replkit.server")
+
+MAX_HEAD = 8190
+"""The longest head taken as plain, in bytes (aiohttp's limit for one line): a longer one
+goes to aiohttp, which decides whether it is too long."""
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# GET, an origin-form target of unreserved, reserved and percent characters, HTTP/1.1.
+_REQUEST_LINE = re.compile(rb"GET (/[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*) HTTP/1\.1\r\n")
+# A header line: a token, a colon, and a value of visible ASCII with inner spaces or tabs.
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):[\t ]*((?:[!-~]+(?:[\t ]+[!-~]+)*)?)[\t ]*\r\n")
+# Headers that make a request something other than plain: a body, an upgrade, a wait.
+_NOT_PLAIN = frozenset(["transfer-encoding", "expect", "upgrade", "http2-settings"])
+
+
+def plain_head(head: bytes) -> tuple[str, dict[str, str]] | None:
+    """The target and the headers (lower-case names) of ``head``, a request head ending in
+    an empty line, if it is plain; ``None`` if aiohttp is to read it."""
+    line = _REQUEST_LINE.match(head)
+    if line is None:
+        return None
+    headers: dict[str, str] = {}
+    at, end = line.end(), len(head) - 2
+    while at < end:
+        field = _FIELD.match(head, at)
+        if field is None:
+            return None
+        name = field[1].decode("ascii").lower()
+        if name in headers:  # repeats are rare: aiohttp knows which may repeat
+            return None
+        headers[name] = field[2].decode("ascii")
+        at = field.end()
+    if not _NOT_PLAIN.isdisjoint(headers) or headers.get("content-length", "0") != "0":
+        return None
+    if "host" not in headers or "upgrade" in headers.get("connection", "").lower():
+        return None
+    return line[1].decode("ascii"), headers
+
+
+class _Target:
+    """The request target, as much of yarl's ``URL`` as replkit reads of a request's."""
+
+    __slots__ = ("raw_path", "raw_path_qs", "raw_query_string")
+
+    def __init__(self, target: str) -> None:
+        self.raw_path_qs = target
+        self.raw_path, _, self.raw_query_string = target.partition("?")
+
+    def __str__(self) -> str:
+        return self.raw_path_qs
+
+
+class PlainRequest:
+    """A plain request, as much of aiohttp's ``BaseRequest`` as replkit's connector reads;
+    :meth:`aiohttp_request` makes the real one when a response of aiohttp's needs it."""
+
+    __slots__ = ("_connection", "_head", "headers", "keep_alive", "rel_url", "writer")
+
+    method = "GET"
+    version = HttpVersion11
+    scheme = "http"
+    content = EMPTY_PAYLOAD
+    content_length = None
+
+    def __init__(
+        self, connection: Connection, head: bytes, target: str, headers: dict[str, str]
+    ) -> None:
+        self._connection = connection
+        self._head = head
+        self.headers = headers
+        self.rel_url = _Target(target)
+        self.keep_alive = "close" not in headers.get("connection", "").lower()
+        self.writer = StreamWriter(connection, connection._loop)
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The connection's transport; ``None`` once it is closed."""
+        return self._connection.transport
+
+    @property
+    def remote(self) -> str | None:
+        """The client's address."""
+        peer = self._connection.peername
+        return str(peer[0]) if isinstance(peer, tuple) else peer
+
+    def aiohttp_request(self, make: Callable[..., web.BaseRequest]) -> web.BaseRequest:
+        """This request as aiohttp's, made by ``make`` (a connector's ``make_request``)."""
+        fields = _FIELD.findall(self._head, self._head.index(b"\r\n") + 2)
+        raw = tuple((name, value) for name, value in fields)
+        headers = CIMultiDictProxy(CIMultiDict((n.decode(), v.decode()) for n, v in raw))
+        path = self.rel_url.raw_path_qs
+        url = URL.build(
+            path=self.rel_url.raw_path, query_string=self.rel_url.raw_query_string, encoded=True
+        )
+        message = RawRequestMessage(
+            "GET", path, HttpVersion11, headers, raw, not self.keep_alive, None, False, False, url
+        )
+        task = asyncio.current_task()
+        assert task is not None
+        connection = self._connection
+        return make(message, EMPTY_PAYLOAD, connection, self.writer, task, connection._loop)
+
+
+class Connection(BaseProtocol):
+    """A client connection: plain requests answered here, one at a time, in order; the
+    connection handed to aiohttp's protocol at the first request that is not plain.
+
+    ``target`` is the connector that would answer a request now, or ``None`` when it does
+    not answer plain requests; ``answer`` answers one and says whether the connection may
+    serve another (not after ``Connection: close``, or a response cut or failed)."""
+
+    __slots__ = (
+        "_answer",
+        "_buffer",
+        "_close",
+        "_head_timer",
+        "_keepalive_timer",
+        "_manager",
+        "_target",
+        "_task",
+        "peername",
+    )
+
+    def __init__(
+        self,
+        manager: limits.GuardedServer,
+        target: Callable[[], Connector | None],
+        answer: Callable[[Connector, PlainRequest], Awaitable[bool]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(loop)
+        self._manager: limits.GuardedServer | None = manager
+        self._target = target
+        self._answer = answer
+        self._buffer = bytearray()
+        self._task: asyncio.Task[None] | None = None
+        self._close = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self.peername: Any = None
+
+    @property
+    def ssl_context(self) -> None:
+        """What aiohttp's request asks its protocol: replkit serves no TLS itself."""
+        return None
+
+    @property
+    def sockname(self) -> Any:
+        """The server's address of this connection."""
+        return self.transport.get_extra_info("sockname") if self.transport else None
+
+    # What the server that owns connections uses (see the module's docstring).
+
+    @property
+    def _task_handler(self) -> asyncio.Task[None] | None:
+        # aiohttp's server keeps a closed connection until this ends.
+        return self._task
+
+    def idle(self) -> bool:
+        """Waiting for a request, with nothing of one read or unread (see ``limits``)."""
+        return self._task is None and not self._buffer and not limits.unread_bytes(self.transport)
+
+    def close(self) -> None:
+        """Close once the request in progress, if any, is answered."""
+        self._close = True
+        if self._task is None and self.transport is not None:
+            self.transport.close()
+
+    def force_close(self) -> None:
+        """Close now."""
+        self._close = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        """The server stops: let the request in progress finish for ``timeout`` seconds,
+        then cancel it, and close."""
+        self._close = True
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task], timeout=timeout)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=timeout)
+        self.force_close()
+
+    # The transport's side.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.peername = transport.get_extra_info("peername")
+        if self._manager is not None:
+            self._manager.connection_made(self, transport)  # type: ignore[arg-type]
+        self._wait_for_request()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._task is None:
+            self._next()
+        elif len(self._buffer) > MAX_HEAD:
+            # Pipelined requests pile up while one is answered: read more once it is.
+            self._pause_reading_for_buffer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_timers()
+        if self._manager is not None:
+            self._manager.connection_lost(self, exc)  # type: ignore[arg-type]
+            self._manager = None
+        if self._task is not None:
+            self._task.cancel()  # the client left: its handler stops now
+        super().connection_lost(exc)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._task is None and self._buffer:
+            self._next()  # a hand-over waited for the transport to take writes again
+
+    # Requests.
+
+    def _next(self) -> None:
+        """Answer the next request in the buffer, if it is all there."""
+        if self.transport is None or self._close:
+            return
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                self._hand_over()
+            elif buffer and self._head_timer is None and self._manager is not None:
+                self._cancel_timers()
+                timeout = self._manager.header_timeout
+                self._head_timer = self._loop.call_later(timeout, self._head_overdue)
+            return
+        head = bytes(buffer[: end + 4])
+        plain = plain_head(head)
+        target = self._target() if plain is not None else None
+        if plain is None or target is None:
+            self._hand_over()
+            return
+        del buffer[: end + 4]
+        self._cancel_timers()
+        request = PlainRequest(self, head, *plain)
+        if not request.keep_alive:
+            self._close = True
+        self._task = self._loop.create_task(self._serve(target, request))
+        self._task.add_done_callback(self._served)
+
+    async def _serve(self, target: Connector, request: PlainRequest) -> None:
+        if not await self._answer(target, request):
+            self._close = True
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        self._task = None
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("answering a request raised", exc_info=error)
+            self._close = True
+        if self.transport is None:
+            return
+        if self._close or task.cancelled():
+            self.transport.close()
+            return
+        if self._buffer_paused:
+            self._resume_reading_for_buffer()
+        if self._buffer:
+            self._next()
+        else:
+            self._wait_for_request()
+
+    def _hand_over(self) -> None:
+        """Let aiohttp's protocol serve this connection from the buffer on."""
+        manager, transport = self._manager, self.transport
+        if manager is None or transport is None or self._paused:
+            return  # closing; or writes wait: resume_writing() calls back
+        self._cancel_timers()
+        # Unregistered, not lost: the connection lives on as aiohttp's.
+        manager.forget(self)
+        self._manager = None
+        protocol = manager.aiohttp_protocol()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        data, self._buffer = bytes(self._buffer), bytearray()
+        if self._buffer_paused:
+            self._resume_reading_for_buffer()
+        self.transport = None
+        protocol.data_received(data)
+
+    # Timers.
+
+    def _wait_for_request(self) -> None:
+        timeout = self._manager.keepalive_timeout if self._manager is not None else 0
+        if timeout > 0:
+            self._keepalive_timer = self._loop.call_later(timeout, self._keepalive_over)
+
+    def _keepalive_over(self) -> None:
+        self._keepalive_timer = None
+        if self.idle():
+            self.force_close()
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        if self._task is None and self.transport is not None:
+            limits.log_slow_head(self._manager, self.peername)
+            self.force_close()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._keepalive_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._keepalive_timer = None

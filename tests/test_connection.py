@@ -1,0 +1,219 @@
+"""replkit.connection: plain requests answered on replkit's own connection, everything else
+handed, with its bytes, to aiohttp's protocol.
+
+The servers are real (a connector on a free loopback port, and the same connector as an
+aiohttp application on aiohttp's own server, for reference); the clients are raw sockets,
+so that the bytes sent, pipelining and hand-overs are exactly what the test says.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp.web
+import pytest
+
+from replkit.aiohttp import AiohttpConnector
+from replkit.application import ApplicationConnector
+from replkit.connection import Connection, plain_head
+
+
+@pytest.mark.parametrize(
+    ("head", "plain"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ("/", {"host": "x"})),
+        (
+            b"GET /caf%C3%A9?a=1&b=%20 HTTP/1.1\r\nHost: x:8\r\nX-Two:  a  b \r\n\r\n",
+            ("/caf%C3%A9?a=1&b=%20", {"host": "x:8", "x-two": "a  b"}),
+        ),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nEmpty:\r\n\r\n", None),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", ("/", None)),
+    ],
+)
+def test_a_plain_head_is_read_strictly(head: bytes, plain: Any) -> None:
+    found = plain_head(head)
+    assert found is not None
+    if plain is not None:
+        target, headers = plain
+        assert found[0] == target
+        if headers is not None:
+            assert found[1] == headers
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n",
+        b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # no Host
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nA: 2\r\n\r\n",  # a repeat
+        b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nA: caf\xc3\xa9\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nA: \x00\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: x\n\n",
+        b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"get / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_anything_else_is_left_to_aiohttp(head: bytes) -> None:
+    assert plain_head(head) is None
+
+
+def echo(request: dict[str, Any]) -> dict[str, Any]:
+    """The request map, minus its body object, as JSON."""
+    return {"status": 200, "body": {k: v for k, v in request.items() if k != "body"}}
+
+
+async def read_body(request: dict[str, Any]) -> dict[str, Any]:
+    return {"status": 200, "body": (await request["body"].read()).decode()}
+
+
+ROUTES = [("/echo", "get", echo), ("/echo", "post", read_body)]
+
+
+def responses(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    """Read ``count`` responses with a Content-Length: (head without Date, body) each."""
+    data, found = b"", []
+    while len(found) < count:
+        while b"\r\n\r\n" not in data:
+            more = sock.recv(65536)
+            assert more, f"closed after {len(found)} responses"
+            data += more
+        head, _, data = data.partition(b"\r\n\r\n")
+        lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Date: ")]
+        length = next(int(line[16:]) for line in lines if line.startswith(b"Content-Length: "))
+        while len(data) < length:
+            data += sock.recv(65536)
+        found.append((b"\r\n".join(lines), data[:length]))
+        data = data[length:]
+    return found
+
+
+def protocols(connector: AiohttpConnector) -> list[str]:
+    """The kind of protocol each open connection of the connector's server has."""
+    server = connector.server
+    assert server is not None and server._runner is not None
+    guarded = server._runner.server
+    assert guarded is not None
+    return sorted(type(protocol).__name__ for protocol in guarded._live)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def connector(serve: Callable[..., AiohttpConnector]) -> AiohttpConnector:
+    return serve(ROUTES)
+
+
+@pytest.fixture
+def client(connector: AiohttpConnector) -> Iterator[socket.socket]:
+    with socket.create_connection(("127.0.0.1", connector.bound_port), timeout=5) as sock:
+        yield sock
+
+
+GET = b"GET /echo?n=%d HTTP/1.1\r\nHost: localhost\r\nX-Many:  a, b \r\n\r\n"
+POST = b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello"
+
+
+def test_a_connection_serves_plain_requests_until_one_is_not(
+    connector: AiohttpConnector, client: socket.socket
+) -> None:
+    client.sendall(GET % 1)
+    (first,) = responses(client, 1)
+    assert json.loads(first[1])["query_string"] == "n=1"
+    assert protocols(connector) == [Connection.__name__]
+
+    client.sendall(POST)
+    (second,) = responses(client, 1)
+    assert second[1] == b"hello"
+    assert protocols(connector) == ["_Protocol"]  # aiohttp's, from the POST on
+
+    client.sendall(GET % 2)
+    (third,) = responses(client, 1)
+    assert json.loads(third[1])["query_string"] == "n=2"
+
+
+def test_pipelined_requests_are_answered_in_order_across_the_hand_over(
+    client: socket.socket,
+) -> None:
+    client.sendall(GET % 1 + GET % 2 + POST + GET % 3)
+
+    got = responses(client, 4)
+
+    bodies = [body if body == b"hello" else json.loads(body)["query_string"] for _, body in got]
+    assert bodies == ["n=1", "n=2", b"hello", "n=3"]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        GET % 7,
+        b"GET /echo HTTP/1.1\r\nHost: [::1]:8080\r\nUser-Agent: t\r\n\r\n",
+        b"GET /echo?a=%C3%A9&&b HTTP/1.1\r\nHost: example.org\r\nConnection: close\r\n\r\n",
+        b"GET /echo/../echo HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET //echo HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /nowhere HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: bad host\r\n\r\n",
+    ],
+)
+def test_a_plain_request_gets_what_aiohttps_protocol_would_give(
+    connector: AiohttpConnector, head: bytes
+) -> None:
+    def answer(before: bytes) -> tuple[bytes, Any]:
+        # After a POST, the connection is aiohttp's: the reference for the same request.
+        with socket.create_connection(("127.0.0.1", connector.bound_port), timeout=5) as sock:
+            sock.sendall(before + head)
+            *_, (top, body) = responses(sock, 2 if before else 1)
+        lines = [line for line in top.split(b"\r\n") if not line.startswith(b"Content-Sec")]
+        found = json.loads(body) if body.startswith(b"{") else body
+        if isinstance(found, dict):
+            found.pop("csp_nonce")
+        return b"\r\n".join(lines), found
+
+    assert answer(b"") == answer(POST)
+
+
+def test_an_idle_plain_connection_closes_after_the_keepalive_timeout(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    connector = serve(ROUTES, keepalive_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", connector.bound_port), timeout=5) as sock:
+        sock.sendall(GET % 1)
+        responses(sock, 1)
+        assert protocols(connector) == [Connection.__name__]
+        began = time.monotonic()
+
+        assert sock.recv(1) == b""  # closed by the server
+
+        assert 0.2 < time.monotonic() - began < 4
+
+
+def test_a_keepalive_connection_follows_a_take_over_by_an_aiohttp_application(
+    connector: AiohttpConnector, client: socket.socket
+) -> None:
+    async def hello(_request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(text="from the application")
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/echo", hello)
+    client.sendall(GET % 1)
+    responses(client, 1)
+    successor = ApplicationConnector(app, "127.0.0.1", 0, shutdown_grace=0.5)
+
+    successor.take_over(connector)
+    client.sendall(GET % 2)
+
+    ((_, body),) = responses(client, 1)
+    assert body == b"from the application"
+    assert protocols(connector) == ["_Protocol"]
