@@ -284,10 +284,10 @@ class AiohttpConnector(Connector):
         """The response's head as aiohttp would write it, ``framing`` (its length, or
         chunked) included; ``None`` when it is not the plain case, which aiohttp's own
         response then writes: an HTTP/1.0 request, a ``HEAD``, a status without a body, a
-        header aiohttp would work out set by the response itself, a body without a
-        ``Content-Type``, a secure header missing (the prepare hook adds those), or a
-        request of an aiohttp application's (see :func:`application`), whose
-        ``on_response_prepare`` handlers only aiohttp's response runs."""
+        header aiohttp would work out set by the response itself, a secure header missing
+        (the prepare hook adds those), or a request of an aiohttp application's (see
+        :func:`application`), whose ``on_response_prepare`` handlers only aiohttp's
+        response runs. A body without a ``Content-Type`` gets aiohttp's default one."""
         line = _STATUS_LINES.get(status)
         if (
             line is None
@@ -297,14 +297,14 @@ class AiohttpConnector(Connector):
         ):
             return None
         names = {name.lower() for name, _ in headers}
-        if not (names.isdisjoint(_WORKED_OUT) and self._secure_lower <= names) or (
-            has_body and "content-type" not in names
-        ):
+        if not (names.isdisjoint(_WORKED_OUT) and self._secure_lower <= names):
             return None
+        untyped = has_body and "content-type" not in names
         return "".join([
             line,
             *[f"{name}: {value}\r\n" for name, value in headers],
             framing,
+            "Content-Type: application/octet-stream\r\n" if untyped else "",
             f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n",
             "" if request.keep_alive else "Connection: close\r\n",
             "\r\n",

@@ -49,6 +49,10 @@ MAX_HEAD = 8190
 """The longest head taken as plain, in bytes (aiohttp's limit for one line): a longer one
 goes to aiohttp, which decides whether it is too long."""
 
+MAX_FIELDS = 100
+"""The most header lines a plain head has (aiohttp's limit is 128): a head with more goes
+to aiohttp, which decides whether they are too many."""
+
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # GET, an origin-form target of unreserved, reserved and percent characters, HTTP/1.1.
 _REQUEST_LINE = re.compile(rb"GET (/[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*) HTTP/1\.1\r\n")
@@ -71,15 +75,20 @@ def plain_head(head: bytes) -> tuple[str, dict[str, str]] | None:
         if field is None:
             return None
         name = field[1].decode("ascii").lower()
-        if name in headers:  # repeats are rare: aiohttp knows which may repeat
+        if name in headers or len(headers) == MAX_FIELDS:  # aiohttp knows which may repeat
             return None
         headers[name] = field[2].decode("ascii")
         at = field.end()
     if not _NOT_PLAIN.isdisjoint(headers) or headers.get("content-length", "0") != "0":
         return None
-    if "host" not in headers or "upgrade" in headers.get("connection", "").lower():
+    if "host" not in headers or "upgrade" in _tokens(headers.get("connection")):
         return None
     return line[1].decode("ascii"), headers
+
+
+def _tokens(value: str | None) -> set[str]:
+    """The tokens of a comma-separated header value, lower case."""
+    return {token.strip().lower() for token in value.split(",")} if value else set()
 
 
 class _Target:
@@ -114,7 +123,7 @@ class PlainRequest:
         self._head = head
         self.headers = headers
         self.rel_url = _Target(target)
-        self.keep_alive = "close" not in headers.get("connection", "").lower()
+        self.keep_alive = "close" not in _tokens(headers.get("connection"))
         self.writer = StreamWriter(connection, connection._loop)
 
     @property
@@ -202,8 +211,13 @@ class Connection(BaseProtocol):
         return self._task
 
     def idle(self) -> bool:
-        """Waiting for a request, with nothing of one read or unread (see ``limits``)."""
-        return self._task is None and not self._buffer and not limits.unread_bytes(self.transport)
+        """Waiting for a request, or for the rest of its head (as aiohttp's protocol counts
+        it), with nothing unread in the socket (see ``limits``)."""
+        return (
+            self._task is None
+            and b"\r\n\r\n" not in self._buffer
+            and not limits.unread_bytes(self.transport)
+        )
 
     def close(self) -> None:
         """Close once the request in progress, if any, is answered."""
@@ -242,9 +256,17 @@ class Connection(BaseProtocol):
         self._buffer += data
         if self._task is None:
             self._next()
-        elif len(self._buffer) > MAX_HEAD:
-            # Pipelined requests pile up while one is answered: read more once it is.
-            self._pause_reading_for_buffer()
+        self._hold_back()
+
+    def _hold_back(self) -> None:
+        """Read no more while a request is answered and a head's worth of the next ones
+        waits: a client pipelining requests it never reads the answers to fills its own
+        socket, not this process's memory."""
+        if self._task is not None and len(self._buffer) > MAX_HEAD:
+            if not self._buffer_paused:
+                self._pause_reading_for_buffer()
+        elif self._buffer_paused:
+            self._resume_reading_for_buffer()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_timers()
@@ -304,18 +326,18 @@ class Connection(BaseProtocol):
         if self._close or task.cancelled():
             self.transport.close()
             return
-        if self._buffer_paused:
-            self._resume_reading_for_buffer()
         if self._buffer:
             self._next()
         else:
             self._wait_for_request()
+        self._hold_back()
 
     def _hand_over(self) -> None:
         """Let aiohttp's protocol serve this connection from the buffer on."""
         manager, transport = self._manager, self.transport
         if manager is None or transport is None or self._paused:
             return  # closing; or writes wait: resume_writing() calls back
+        head_due = self._head_timer.when() if self._head_timer is not None else None
         self._cancel_timers()
         # Unregistered, not lost: the connection lives on as aiohttp's.
         manager.forget(self)
@@ -328,6 +350,8 @@ class Connection(BaseProtocol):
             self._resume_reading_for_buffer()
         self.transport = None
         protocol.data_received(data)
+        if head_due is not None:
+            protocol.head_due(head_due)
 
     # Timers.
 

@@ -254,6 +254,13 @@ class _Protocol(RequestHandler):
         elif idle and data and self._header_timer is None:
             self._header_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
 
+    def head_due(self, when: float) -> None:
+        """Close unless the head being read is complete by loop time ``when``: the deadline
+        a connection handed over with part of a head had already started."""
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = self._loop.call_at(when, self._head_overdue)
+
     def idle(self) -> bool:
         """Waiting for a request (or the rest of its head), as aiohttp's own keep-alive
         timeout checks before closing a connection, or so new that none came yet; and with

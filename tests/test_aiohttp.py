@@ -364,14 +364,14 @@ EXCHANGES = [
     (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, EVENTS, [b"data: 1\n\n", b"data: 2\n\n"]), True),
     (b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n", (200, EVENTS, [b"x"]), True),
     (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, EVENTS, []), True),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, b"no type"), True),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {"X-A": "1"}, [b"no type"]), True),
     # Left to aiohttp's responses:
     (b"GET /a HTTP/1.1\r\nHost: x\r\n", (599, TEXT, b"odd"), False),
     (b"HEAD /a HTTP/1.1\r\nHost: x\r\n", (200, TEXT, b"hello"), False),
     (b"GET /a HTTP/1.0\r\nHost: x\r\n", (200, TEXT, b"old"), False),
     (b"GET /a HTTP/1.0\r\nHost: x\r\n", (200, EVENTS, [b"old"]), False),
     (b"GET /a HTTP/1.1\r\nHost: x\r\n", (204, {}, b""), False),
-    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, b"no type"), False),
-    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, [b"no type"]), False),
     (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {**TEXT, "Date": "today"}, b"d"), False),
     (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {**EVENTS, "Content-Length": "3"}, [b"abc"]), False),
 ]  # fmt: skip

@@ -9,6 +9,7 @@ so that the bytes sent, pipelining and hand-overs are exactly what the test says
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -16,10 +17,11 @@ from typing import Any
 
 import aiohttp.web
 import pytest
+from conftest import wait_until
 
 from replkit.aiohttp import AiohttpConnector
 from replkit.application import ApplicationConnector
-from replkit.connection import Connection, plain_head
+from replkit.connection import MAX_HEAD, Connection, plain_head
 
 
 @pytest.mark.parametrize(
@@ -66,6 +68,7 @@ def test_a_plain_head_is_read_strictly(head: bytes, plain: Any) -> None:
         b"GET / HTTP/1.1\nHost: x\n\n",
         b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"get / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n%s\r\n" % b"".join(b"X-%d: v\r\n" % i for i in range(100)),
     ],
 )
 def test_anything_else_is_left_to_aiohttp(head: bytes) -> None:
@@ -217,3 +220,70 @@ def test_a_keepalive_connection_follows_a_take_over_by_an_aiohttp_application(
     ((_, body),) = responses(client, 1)
     assert body == b"from the application"
     assert protocols(connector) == ["_Protocol"]
+
+
+def test_connection_close_is_a_token_not_a_substring(client: socket.socket) -> None:
+    head = b"GET /echo HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, x-notclose\r\n\r\n"
+    client.sendall(head + head)
+
+    got = responses(client, 2)
+
+    assert not [top for top, _ in got if b"Connection: close" in top]
+
+
+def test_a_client_pipelining_without_reading_fills_its_socket_not_the_server(
+    connector: AiohttpConnector, client: socket.socket
+) -> None:
+    client.setblocking(False)
+    sent, burst = 0, (GET % 1) * 1000
+    deadline = time.monotonic() + 10
+    stalled_since = None
+    # Send until the socket takes nothing for half a second: the server stopped reading.
+    while time.monotonic() < deadline:
+        try:
+            sent += client.send(burst)
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 0.5:
+                break
+            select.select([], [client], [], 0.05)
+    assert stalled_since is not None, f"the server read all {sent} bytes"
+    server = connector.server
+    assert server is not None and server._runner is not None
+    (connection,) = server._runner.server._live  # type: ignore[union-attr, attr-defined]
+    # At most a head's worth beyond what one read of the socket brings.
+    assert len(connection._buffer) < MAX_HEAD + 300_000 < sent
+
+
+def test_at_the_connection_cap_a_half_sent_head_makes_room_for_a_new_client(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    connector = serve(ROUTES, max_connections=3)
+    slow = [socket.create_connection(("127.0.0.1", connector.bound_port)) for _ in range(3)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /echo HTTP/1.1\r\n")
+        wait_until(lambda: len(protocols(connector)) == 3, what="3 connections open")
+
+        with socket.create_connection(("127.0.0.1", connector.bound_port), timeout=5) as sock:
+            sock.sendall(GET % 1)
+            assert len(responses(sock, 1)) == 1
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_a_head_handed_over_keeps_the_deadline_it_started(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    connector = serve(ROUTES, header_timeout=1.0)
+    with socket.create_connection(("127.0.0.1", connector.bound_port), timeout=5) as sock:
+        began = time.monotonic()
+        sock.sendall(b"GET /echo HTTP/1.1\r\n")
+        time.sleep(0.5)  # a slow client: the rest of its head comes later
+        sock.sendall(b"".join(b"X-%d: %s\r\n" % (i, b"v" * 900) for i in range(10)))  # > MAX_HEAD
+
+        assert sock.recv(1) == b""  # closed
+
+        assert time.monotonic() - began < 1.4  # not 1.5 s: the clock started at the first byte
