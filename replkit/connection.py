@@ -13,8 +13,8 @@ that is not plain.
 
 Why: aiohttp's protocol parses every head into a message, a header multidict and a URL,
 and keeps them, with a parser and a queue, for as long as a connection is open. A plain
-request needs none of that; the stream it opens then holds half the memory, and a
-``GET`` takes a fraction of the time.
+request needs none of that: an idle event stream then holds about 9 KiB instead of 13,
+and the server's own share of a ``GET`` is about what a bare aiohttp handler costs.
 
 The connection plays the part of aiohttp's ``RequestHandler`` for the server that owns it
 (:class:`~replkit.limits.GuardedServer`, whose connection cap and shutdown reach every
@@ -139,8 +139,7 @@ class PlainRequest:
 
     def aiohttp_request(self, make: Callable[..., web.BaseRequest]) -> web.BaseRequest:
         """This request as aiohttp's, made by ``make`` (a connector's ``make_request``)."""
-        fields = _FIELD.findall(self._head, self._head.index(b"\r\n") + 2)
-        raw = tuple((name, value) for name, value in fields)
+        raw = tuple(_FIELD.findall(self._head, self._head.index(b"\r\n") + 2))
         headers = CIMultiDictProxy(CIMultiDict((n.decode(), v.decode()) for n, v in raw))
         path = self.rel_url.raw_path_qs
         url = URL.build(
