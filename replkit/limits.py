@@ -149,7 +149,8 @@ class GuardedServer(web.Server):
     """aiohttp's low-level server with a cap on open connections: past it, the oldest idle
     connections are closed to make room (as nginx reuses keep-alive connections), so a
     client holding thousands of idle sockets cannot lock others out; with none idle, the
-    newcomer is closed."""
+    newcomer is closed. ``connection`` makes the protocol of each new connection (replkit's
+    :class:`~replkit.connection.Connection`); without it, aiohttp's serves them."""
 
     def __init__(
         self,
@@ -157,14 +158,15 @@ class GuardedServer(web.Server):
         *,
         max_connections: int,
         header_timeout: float,
+        keepalive_timeout: float,
         errors: LogThrottle,
         connection: Callable[[GuardedServer], asyncio.Protocol] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(handler, **kwargs)
+        super().__init__(handler, keepalive_timeout=keepalive_timeout, **kwargs)
         self.max_connections = max_connections
         self.header_timeout = header_timeout
-        self.keepalive_timeout: float = kwargs.get("keepalive_timeout", 75.0)
+        self.keepalive_timeout = keepalive_timeout
         self.errors = errors
         self._connection = connection
         # The open connections, oldest first; aiohttp's own list keeps closed ones until
