@@ -176,9 +176,10 @@ class Reloader:
             return
         if self._follow:
             self._set_roots(*imports.watch_roots(imports.project_modules()))
-        remember_loaded(self._scope())
+        scope = self._scope()
+        remember_loaded(scope)
         self._watchers, self._stop = self._launch(self._trees, self._flat)
-        self._catch_up(self._scope())
+        self._catch_up(scope)
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop watching and abandon a batch still executing; waits at most ``timeout``
