@@ -40,6 +40,13 @@ AIOHTTP_SSE = Contender(
 )
 BARE_AIOHTTP = Contender("aiohttp", "bare aiohttp", AIOHTTP_SSE.command)
 """The same process as :data:`AIOHTTP_SSE`: its ``GET /`` is a bare aiohttp handler."""
+AIOHTTP_SAME_WORK = Contender(
+    "aiohttp_same_work",
+    "aiohttp, replkit's defaults by hand",
+    lambda port: [*AIOHTTP_SSE.command(port), "--same-work"],
+)
+"""aiohttp doing for ``GET /`` what replkit's defaults do (secure headers with a fresh
+nonce, an access log line): the like-for-like comparison beside the bare handler."""
 BARE_STREAM = Contender(
     "aiohttp_stream",
     "bare aiohttp stream",
@@ -66,6 +73,7 @@ REQUESTS = (
     REPLKIT_NO_LOG,
     REPLKIT_ROUTES,
     BARE_AIOHTTP,
+    AIOHTTP_SAME_WORK,
     replace(SSE_STARLETTE, key="starlette", title="Starlette"),
     replace(FASTAPI, title="FastAPI", scale=1.0),
 )

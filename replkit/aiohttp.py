@@ -53,7 +53,7 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from replkit import http
 from replkit.access_log import ACCESS_LOG
-from replkit.connection import PlainRequest
+from replkit.connection import SEND_LATER_MAX, PlainRequest
 from replkit.errors import ReplkitError
 from replkit.interceptor import (
     QUEUE,
@@ -157,6 +157,7 @@ class AiohttpConnector(Connector):
         if self.secure_headers is not None:
             self._secure_names = tuple(http.secure_header_values(self.secure_headers))
         self._secure_lower = frozenset(name.lower() for name in self._secure_names)
+        self._typed: dict[tuple[str, ...], bool | None] = {}
         self._errors = LogThrottle()
         # The bodies of the streams this connector is writing, by the task writing each.
         self._streams: dict[asyncio.Task[Any], Any] = {}
@@ -296,19 +297,33 @@ class AiohttpConnector(Connector):
             or not isinstance(request, _Request | PlainRequest)
         ):
             return None
-        names = {name.lower() for name, _ in headers}
-        if not (names.isdisjoint(_WORKED_OUT) and self._secure_lower <= names):
+        names = tuple([name for name, _ in headers])
+        typed = self._typed.get(names, _UNSEEN)
+        if typed is _UNSEEN:
+            typed = self._typed_names(names)
+        if typed is None:
             return None
-        untyped = has_body and "content-type" not in names
         return "".join([
             line,
-            *[f"{name}: {value}\r\n" for name, value in headers],
+            "\r\n".join(map(": ".join, headers)),
+            "\r\n" if headers else "",
             framing,
-            "Content-Type: application/octet-stream\r\n" if untyped else "",
+            "" if typed or not has_body else "Content-Type: application/octet-stream\r\n",
             f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n",
             "" if request.keep_alive else "Connection: close\r\n",
             "\r\n",
         ]).encode()  # fmt: skip
+
+    def _typed_names(self, names: tuple[str, ...]) -> bool | None:
+        """For a response with headers ``names``: ``None`` when aiohttp's response is to
+        write it, else whether it names its ``Content-Type``. Remembered: a server's
+        responses come in a handful of shapes."""
+        lowered = {name.lower() for name in names}
+        plain = lowered.isdisjoint(_WORKED_OUT) and self._secure_lower <= lowered
+        if len(self._typed) >= 256:  # names that vary from response to response
+            self._typed.clear()
+        typed = self._typed[names] = "content-type" in lowered if plain else None
+        return typed
 
     async def _respond(self, request: _AnyRequest) -> _Checked:
         """The chain's response to ``request``, checked; or the error response instead."""
@@ -352,23 +367,29 @@ class _Written:
     ``web.Response`` and its header dict, which cost about 15% of a ``GET /`` and 3 KiB of
     every open stream."""
 
-    __slots__ = ("_data", "_writer", "keep_alive", "status")
+    __slots__ = ("_data", "_request", "keep_alive", "status")
 
     def __init__(self, status: int, keep_alive: bool, data: bytes = b"") -> None:
         self.status = status
         self.keep_alive = keep_alive
         self._data = data
-        self._writer: AbstractStreamWriter | None = None
+        self._request: _AnyRequest | None = None
 
     async def prepare(self, request: _AnyRequest) -> AbstractStreamWriter:
         """Take the request's writer; nothing more is sent before :meth:`write_eof`."""
-        self._writer = request.writer
-        return self._writer
+        self._request = request
+        return request.writer
 
     async def write_eof(self) -> None:
-        """Send what is left (a stream already ended sends nothing)."""
-        assert self._writer is not None, "prepare() first"
-        await self._writer.write_eof(self._data)
+        """Send what is left (a stream already ended sends nothing): a plain request's
+        complete response with the others of the loop's turn (see ``connection.Outbox``)."""
+        request = self._request
+        assert request is not None, "prepare() first"
+        data = self._data
+        if data and len(data) <= SEND_LATER_MAX and isinstance(request, PlainRequest):
+            request.send(data)
+        else:
+            await request.writer.write_eof(data)
 
 
 # The statuses a body goes with, as aiohttp words their status lines.
@@ -377,6 +398,7 @@ _STATUS_LINES = {
     for status in HTTPStatus
     if status.value >= 200 and status.value not in (204, 304)
 }
+_UNSEEN: Any = object()
 # Headers whose value aiohttp works out when it writes a response (the length, the
 # framing, the connection's fate, the date, the server's name).
 _WORKED_OUT = frozenset(["content-length", "transfer-encoding", "connection", "date", "server"])
@@ -566,7 +588,7 @@ _Checked = tuple[int, _Headers, Any]
 
 
 def _checked_response(response: Any) -> _Checked:
-    if not isinstance(response, Mapping):
+    if type(response) is not dict and not isinstance(response, Mapping):
         raise _BadResponse(f"response is {type(response).__name__}, not a dict")
     status = response.get("status")
     # type() first: the exact types almost every response has cost one comparison.

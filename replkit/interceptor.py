@@ -112,7 +112,7 @@ def handler(fn: Callable[[Any], Any]) -> Interceptor:
     name = name_of(fn)
 
     def respond(context: Context, response: Any) -> Context:
-        if not isinstance(response, Mapping):
+        if type(response) is not dict and not isinstance(response, Mapping):
             raise TypeError(
                 f"handler {name} returned {type(response).__name__} {response!r:.60}; "
                 "a handler must return a response dict such as {'status': 200, 'body': '...'}"

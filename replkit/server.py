@@ -44,7 +44,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from replkit.access_log import ACCESS_LOG, AccessLog, AiohttpAccessLogger
-from replkit.connection import Connection, PlainRequest
+from replkit.connection import Connection, Outbox, PlainRequest
 from replkit.errors import ReplkitError
 from replkit.limits import BACKLOG, GuardedServer, Limits, LogThrottle, capacity, log_accept_errors
 
@@ -291,6 +291,8 @@ class Server:
         self._listening = True
         self.errors = LogThrottle()
         self.access_log = AccessLog(_access_logger)
+        self.outbox = Outbox(loop)
+        """The plain responses of the loop's current turn (see :class:`Outbox`)."""
         _open[(self.host, self.port)] = self
 
     # The request path: the target is read once per request, when aiohttp makes the request
@@ -311,8 +313,11 @@ class Server:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         target: Connector = request[_TARGET]
-        with self._serving(target):
+        task = self._begin(target)
+        try:
             return await target.handle(request)
+        finally:
+            self._end(target, task)
 
     def _plain_target(self) -> Connector | None:
         """The connector a plain request would go to now, if it answers plain ones."""
@@ -323,37 +328,39 @@ class Server:
         """Answer a plain request of a :class:`Connection` as aiohttp's protocol answers
         its requests; whether the connection may serve another."""
         began = self.loop.time()
-        with self._serving(target):
-            try:
-                response = await target.handle(request)
-                if not isinstance(response, web.StreamResponse):
-                    await response.prepare(request)  # written by the connector itself
-                elif not response.prepared:
-                    await response.prepare(request.aiohttp_request(target.make_request))
-                await response.write_eof()
-            except ConnectionError:
-                return False  # the client left
-            except Exception:
-                log.exception("GET %s: writing the response failed", request.rel_url)
-                return False
+        task = self._begin(target)
+        try:
+            response = await target.handle(request)
+            if not isinstance(response, web.StreamResponse):
+                await response.prepare(request)  # written by the connector itself
+            elif not response.prepared:
+                await response.prepare(request.aiohttp_request(target.make_request))
+            await response.write_eof()
+        except ConnectionError:
+            return False  # the client left
+        except Exception:
+            log.exception("GET %s: writing the response failed", request.rel_url)
+            return False
+        finally:
+            self._end(target, task)
         self.access_log.add(target.access_log, request, response.status, self.loop.time() - began)
         return response.keep_alive is not False
 
-    @contextlib.contextmanager
-    def _serving(self, target: Connector) -> Iterator[None]:
-        """While ``target`` answers a request: it is in flight, and a replaced connector
-        retires after its last one."""
+    # While a connector answers a request, the request's task is in flight for it: stop
+    # waits for it, and a replaced connector retires after its last one.
+
+    def _begin(self, target: Connector) -> asyncio.Task[Any]:
         # Given the loop, current_task() skips get_running_loop() (a getpid() system call
         # on Python 3.11).
         task = asyncio.current_task(self.loop)
         assert task is not None
         target._inflight.add(task)
-        try:
-            yield
-        finally:
-            target._inflight.discard(task)
-            if not target._inflight and target is not self.target and self.is_open:
-                self.track(self.loop.create_task(self._retire(target)))
+        return task
+
+    def _end(self, target: Connector, task: asyncio.Task[Any]) -> None:
+        target._inflight.discard(task)
+        if not target._inflight and target is not self.target and self.is_open:
+            self.track(self.loop.create_task(self._retire(target)))
 
     # Life cycle, on the server's loop.
 
@@ -388,7 +395,7 @@ class Server:
             self._sites.append(site)
 
     def _connection(self, manager: GuardedServer) -> Connection:
-        return Connection(manager, self._plain_target, self._answer_plain, self.loop)
+        return Connection(manager, self._plain_target, self._answer_plain, self.outbox, self.loop)
 
     def stop_listening(self) -> None:
         """Refuse new connections from now on; synchronous, for code on the loop's thread."""

@@ -4,13 +4,19 @@
 Run as users run it, with ``web.run_app``: ``python -m bench.peers.aiohttp_sse_app PORT``.
 With ``--bare-idle``, ``GET /idle`` is a bare ``StreamResponse`` writing its heartbeats
 itself, no library: what an idle stream costs aiohttp alone, the floor of the idle-stream
-and storm scenarios.
+and storm scenarios. With ``--same-work``, every response gets what replkit's default
+interceptors give it, done the way an aiohttp user would: a middleware adding the seven
+secure headers with a fresh CSP nonce, and aiohttp's access log on at INFO (stderr), as
+``replkit serve`` logs every response.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 import sys
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp_sse import sse_response
@@ -93,9 +99,34 @@ async def publish(request: web.Request) -> web.Response:
     return web.json_response({"published": n})
 
 
-def create_app(bare_idle_stream: bool = False) -> web.Application:
+SECURE_HEADERS = {
+    "Strict-Transport-Security": "max-age=31536000; includeSubdomains",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "X-XSS-Protection": "1; mode=block",
+    "X-Download-Options": "noopen",
+    "X-Permitted-Cross-Domain-Policies": "none",
+}
+CSP = "object-src 'none'; script-src 'self' 'nonce-{}'; base-uri 'self'"
+
+
+@web.middleware
+async def secure_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The secure headers replkit's defaults add, with a nonce for each request."""
+    nonce = secrets.token_urlsafe(16)
+    request["csp_nonce"] = nonce
+    response = await handler(request)
+    for name, value in SECURE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers.setdefault("Content-Security-Policy", CSP.format(nonce))
+    return response
+
+
+def create_app(bare_idle_stream: bool = False, same_work: bool = False) -> web.Application:
     """The app, its routes added as aiohttp's documentation does."""
-    app = web.Application()
+    app = web.Application(middlewares=[secure_headers] if same_work else [])
     app.router.add_get("/", home_page)
     app.router.add_get("/burst", burst)
     app.router.add_get("/idle", bare_idle if bare_idle_stream else idle)
@@ -107,5 +138,7 @@ def create_app(bare_idle_stream: bool = False) -> web.Application:
 
 
 if __name__ == "__main__":
-    bare = "--bare-idle" in sys.argv[2:]
-    web.run_app(create_app(bare), host="127.0.0.1", port=int(sys.argv[1]))
+    bare, same = "--bare-idle" in sys.argv[2:], "--same-work" in sys.argv[2:]
+    if same:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    web.run_app(create_app(bare, same), host="127.0.0.1", port=int(sys.argv[1]))
