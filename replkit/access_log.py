@@ -124,9 +124,14 @@ def access_record(
     return record
 
 
+# Python 3.12+ notes the task; asked once, as getattr() with a default raises and catches
+# an AttributeError inside on every call where the name is missing.
+_NOTES_TASKS = hasattr(logging, "logAsyncioTasks")
+
+
 def _task_name() -> str | None:
     """The running asyncio task's name, as a LogRecord notes it (Python 3.12+)."""
-    if not getattr(logging, "logAsyncioTasks", False):
+    if not _NOTES_TASKS or not logging.logAsyncioTasks:
         return None
     try:
         task = asyncio.current_task()

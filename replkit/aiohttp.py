@@ -208,16 +208,25 @@ class AiohttpConnector(Connector):
         )
 
     async def handle(self, request: _AnyRequest) -> web.StreamResponse | _Written:
-        """Run the interceptor chain for one request; write the response it produced."""
+        """Run the interceptor chain for one request; write the response it produced: on
+        the connection itself, for a plain request in the plain case (a complete one with
+        the others of the loop's turn, see ``connection.Outbox``)."""
         # The chain's context is gone once the response is checked: an open stream holds
         # only what its own body keeps.
         status, headers, body = await self._respond(request)
         if body is None or isinstance(body, bytes | bytearray):
             length = f"Content-Length: {len(body) if body else 0}\r\n"
             head = self._head(request, status, headers, length, bool(body))
-            if head is not None:
-                return _Written(status, request.keep_alive, head + (body or b""))
-            return web.Response(status=status, headers=headers, body=body)
+            if head is None:
+                return web.Response(status=status, headers=headers, body=body)
+            data = head + (body or b"")
+            if not isinstance(request, PlainRequest):
+                return _Written(status, request.keep_alive, data)
+            if len(data) <= SEND_LATER_MAX:
+                request.send(data)
+            else:
+                await request.writer.write_eof(data)
+            return _Written(status, request.keep_alive)
         if isinstance(body, os.PathLike):
             return web.FileResponse(body, status=status, headers=headers)
         if request.method == "HEAD":
@@ -367,29 +376,23 @@ class _Written:
     ``web.Response`` and its header dict, which cost about 15% of a ``GET /`` and 3 KiB of
     every open stream."""
 
-    __slots__ = ("_data", "_request", "keep_alive", "status")
+    __slots__ = ("_data", "_writer", "keep_alive", "status")
 
     def __init__(self, status: int, keep_alive: bool, data: bytes = b"") -> None:
         self.status = status
         self.keep_alive = keep_alive
         self._data = data
-        self._request: _AnyRequest | None = None
+        self._writer: AbstractStreamWriter | None = None
 
     async def prepare(self, request: _AnyRequest) -> AbstractStreamWriter:
         """Take the request's writer; nothing more is sent before :meth:`write_eof`."""
-        self._request = request
-        return request.writer
+        self._writer = request.writer
+        return self._writer
 
     async def write_eof(self) -> None:
-        """Send what is left (a stream already ended sends nothing): a plain request's
-        complete response with the others of the loop's turn (see ``connection.Outbox``)."""
-        request = self._request
-        assert request is not None, "prepare() first"
-        data = self._data
-        if data and len(data) <= SEND_LATER_MAX and isinstance(request, PlainRequest):
-            request.send(data)
-        else:
-            await request.writer.write_eof(data)
+        """Send what is left (a stream already ended sends nothing)."""
+        assert self._writer is not None, "prepare() first"
+        await self._writer.write_eof(self._data)
 
 
 # The statuses a body goes with, as aiohttp words their status lines.
@@ -533,7 +536,10 @@ _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s\[\]/@:?#]*)(?::([0-9]{0,5}))?")
 
 def _request_map(request: _AnyRequest, connector: AiohttpConnector) -> dict[str, Any]:
     given = request.headers
-    headers = {name.lower(): value for name, value in given.items()}
+    if isinstance(request, PlainRequest):
+        headers = given  # read in lower case, none repeated; the request's own is not used
+    else:
+        headers = {name.lower(): value for name, value in given.items()}
     if len(headers) < len(given):  # a repeated header: its values joined, as HTTP allows
         headers = {}
         for name, value in given.items():
@@ -587,6 +593,22 @@ _Headers = list[tuple[str, str]]  # as aiohttp's responses take them (and copy t
 _Checked = tuple[int, _Headers, Any]
 
 
+def _pairs(given: Mapping[Any, Any]) -> _Headers:
+    """A response's headers as ``(name, value)`` str pairs, values that are lists or
+    tuples one pair per item; :class:`_BadResponse` for a name that is not a str."""
+    pairs = []
+    for name, value in given.items():
+        if type(value) is str and type(name) is str:
+            pairs.append((name, value))
+        elif not isinstance(name, str):
+            raise _BadResponse(f"response header {name!r}: {value!r:.60} is not named by a str")
+        elif isinstance(value, _SEVERAL):
+            pairs.extend((name, item if type(item) is str else str(item)) for item in value)
+        else:
+            pairs.append((name, str(value)))
+    return pairs
+
+
 def _checked_response(response: Any) -> _Checked:
     if type(response) is not dict and not isinstance(response, Mapping):
         raise _BadResponse(f"response is {type(response).__name__}, not a dict")
@@ -599,19 +621,17 @@ def _checked_response(response: Any) -> _Checked:
     given = response.get("headers") or {}
     if type(given) is not dict and not isinstance(given, Mapping):
         raise _BadResponse(f"response headers are {type(given).__name__}, not a dict")
-    pairs = []
-    for name, value in given.items():
-        if type(value) is str and type(name) is str:
-            pairs.append((name, value))
-        elif not isinstance(name, str):
-            raise _BadResponse(f"response header {name!r}: {value!r:.60} is not named by a str")
-        elif isinstance(value, _SEVERAL):
-            pairs.extend((name, item if type(item) is str else str(item)) for item in value)
-        else:
-            pairs.append((name, str(value)))
+    try:
+        # Names and values all str, as nearly always: checked by joining them, in C.
+        text = "".join(given) + "".join(given.values())
+    except TypeError:
+        pairs = _pairs(given)
+        text = "".join(itertools.chain.from_iterable(pairs))
+    else:
+        pairs = list(given.items())
     # One scan of every name and value for what would split a header line; the culprit is
     # looked for only once there is one.
-    if _breaks("".join(itertools.chain.from_iterable(pairs))):
+    if _breaks(text):
         name, text = next(pair for pair in pairs if _breaks(pair[0] + pair[1]))
         raise _BadResponse(f"response header {name!r}: {text!r:.60} has CR, LF or NUL")
     body = response.get("body")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -235,7 +235,7 @@ class Connection(BaseProtocol):
         self,
         manager: limits.GuardedServer,
         target: Callable[[], Connector | None],
-        answer: Callable[[Connector, PlainRequest], Awaitable[bool]],
+        answer: Callable[[Connector, PlainRequest], Coroutine[Any, Any, bool]],
         outbox: Outbox,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
@@ -245,7 +245,7 @@ class Connection(BaseProtocol):
         self._target = target
         self._answer = answer
         self._buffer = bytearray()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[bool] | None = None
         self._close = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -265,7 +265,7 @@ class Connection(BaseProtocol):
     # What the server that owns connections uses (see the module's docstring).
 
     @property
-    def _task_handler(self) -> asyncio.Task[None] | None:
+    def _task_handler(self) -> asyncio.Task[bool] | None:
         # aiohttp's server keeps a closed connection until this ends.
         return self._task
 
@@ -379,21 +379,21 @@ class Connection(BaseProtocol):
         request = PlainRequest(self, head, *plain)
         if not request.keep_alive:
             self._close = True
-        self._task = self._loop.create_task(self._serve(target, request))
+        self._task = self._loop.create_task(self._answer(target, request))
         self._task.add_done_callback(self._served)
 
-    async def _serve(self, target: Connector, request: PlainRequest) -> None:
-        if not await self._answer(target, request):
-            self._close = True
-
-    def _served(self, task: asyncio.Task[None]) -> None:
+    def _served(self, task: asyncio.Task[bool]) -> None:
         self._task = None
-        if not task.cancelled() and (error := task.exception()) is not None:
+        if task.cancelled():
+            self._close = True
+        elif (error := task.exception()) is not None:
             log.error("answering a request raised", exc_info=error)
+            self._close = True
+        elif not task.result():  # the connection may not serve another
             self._close = True
         if self.transport is None:
             return
-        if self._close or task.cancelled():
+        if self._close:
             self.transport.close()
             return
         if self._buffer:

@@ -239,7 +239,9 @@ class Connector:
         return web.BaseRequest(message, payload, protocol, writer, task, loop)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Answer one request."""
+        """Answer one request. For a :class:`PlainRequest` (when :attr:`answers_plain`), a
+        response that is not aiohttp's ``StreamResponse`` says the connector has written it
+        on the connection itself; its ``status`` and ``keep_alive`` are read."""
         raise NotImplementedError
 
     async def startup(self) -> None:
@@ -331,11 +333,11 @@ class Server:
         task = self._begin(target)
         try:
             response = await target.handle(request)
-            if not isinstance(response, web.StreamResponse):
-                await response.prepare(request)  # written by the connector itself
-            elif not response.prepared:
-                await response.prepare(request.aiohttp_request(target.make_request))
-            await response.write_eof()
+            # A response that is not aiohttp's the connector wrote on the connection itself.
+            if isinstance(response, web.StreamResponse):
+                if not response.prepared:
+                    await response.prepare(request.aiohttp_request(target.make_request))
+                await response.write_eof()
         except ConnectionError:
             return False  # the client left
         except Exception:
