@@ -111,16 +111,17 @@ def access_record(
         template = _record_templates[key] = logging.LogRecord(
             logger.name, logging.INFO, __file__, _LOG_LINE, LOG_FORMAT, (), None, "add"
         ).__dict__
-    record = logging.LogRecord.__new__(logging.LogRecord)
-    fields = record.__dict__
-    fields.update(template)
     now = time.time() if created is None else created
-    fields["created"] = now
-    fields["msecs"] = int((now - int(now)) * 1000) + 0.0
-    fields["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
-    fields["args"] = args
-    if "taskName" in fields:  # Python 3.12+
-        fields["taskName"] = task
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    record.__dict__ = {
+        **template,
+        "created": now,
+        "msecs": int((now - int(now)) * 1000) + 0.0,
+        "relativeCreated": template["relativeCreated"] + (now - template["created"]) * 1000,
+        "args": args,
+    }
+    if "taskName" in template:  # Python 3.12+
+        record.taskName = task
     return record
 
 

@@ -366,9 +366,27 @@ def _templates(overrides: Mapping[str, str | None] | None) -> dict[str, str]:
 
 def _filler(templates: Mapping[str, str]) -> Callable[[str], dict[str, str]]:
     """A function of a nonce giving the headers of ``templates`` with it in place of
-    ``{nonce}``: each value split once, here, rather than searched for every response."""
-    pieces = [(name, value.split("{nonce}")) for name, value in templates.items()]
-    return lambda nonce: {name: nonce.join(parts) for name, parts in pieces}
+    ``{nonce}``, in their order. Worked out once, here: the values without a nonce are
+    copied as they are, in runs, and the others split where the nonce goes."""
+    runs: list[dict[str, str] | tuple[str, list[str]]] = []
+    for name, value in templates.items():
+        if "{nonce}" in value:
+            runs.append((name, value.split("{nonce}")))
+        elif runs and isinstance(runs[-1], dict):
+            runs[-1][name] = value
+        else:
+            runs.append({name: value})
+
+    def fill(nonce: str) -> dict[str, str]:
+        filled: dict[str, str] = {}
+        for run in runs:
+            if type(run) is dict:
+                filled.update(run)
+            else:
+                filled[run[0]] = nonce.join(run[1])
+        return filled
+
+    return fill
 
 
 _NONCE_BYTES = 18  # 144 random bits: a multiple of 3 bytes, so 24 base64 characters
