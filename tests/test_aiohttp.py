@@ -366,6 +366,7 @@ EXCHANGES = [
     (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, EVENTS, []), True),
     (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {}, b"no type"), True),
     (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {"X-A": "1"}, [b"no type"]), True),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n", (200, {**TEXT, "X-Count": 3}, b"n"), True),
     # Left to aiohttp's responses:
     (b"GET /a HTTP/1.1\r\nHost: x\r\n", (599, TEXT, b"odd"), False),
     (b"HEAD /a HTTP/1.1\r\nHost: x\r\n", (200, TEXT, b"hello"), False),
@@ -415,7 +416,7 @@ async def test_the_plain_case_goes_out_as_aiohttps_responses_would_write_it() ->
     async def aiohttp_writes(request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         status, headers, body = next(responses)
         pairs = [
-            (k, v) for k, vs in headers.items() for v in (vs if isinstance(vs, list) else [vs])
+            (k, str(v)) for k, vs in headers.items() for v in (vs if isinstance(vs, list) else [vs])
         ]
         if not isinstance(body, list):
             return aiohttp.web.Response(status=status, headers=pairs, body=body)

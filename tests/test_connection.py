@@ -21,7 +21,7 @@ from conftest import wait_until
 
 from replkit.aiohttp import AiohttpConnector
 from replkit.application import ApplicationConnector
-from replkit.connection import MAX_HEAD, Connection, plain_head
+from replkit.connection import MAX_HEAD, SEND_LATER_MAX, Connection, plain_head
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,15 @@ async def read_body(request: dict[str, Any]) -> dict[str, Any]:
     return {"status": 200, "body": (await request["body"].read()).decode()}
 
 
-ROUTES = [("/echo", "get", echo), ("/echo", "post", read_body)]
+DIGITS = b"0123456789" * (SEND_LATER_MAX // 2)
+
+
+def sized(request: dict[str, Any]) -> dict[str, Any]:
+    """``GET /sized?n=N``: the first N bytes of :data:`DIGITS`."""
+    return {"status": 200, "body": DIGITS[: int(request["query_params"]["n"])]}
+
+
+ROUTES = [("/echo", "get", echo), ("/echo", "post", read_body), ("/sized", "get", sized)]
 
 
 def responses(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
@@ -254,6 +262,87 @@ def test_a_client_pipelining_without_reading_fills_its_socket_not_the_server(
     (connection,) = server._runner.server._live  # type: ignore[union-attr, attr-defined]
     # At most a head's worth beyond what one read of the socket brings.
     assert len(connection._buffer) < MAX_HEAD + 300_000 < sent
+
+
+def test_responses_of_every_size_leave_in_order_on_one_connection(
+    client: socket.socket,
+) -> None:
+    # Small ones wait for the end of the loop's turn, larger ones are written at once.
+    sizes = [10, SEND_LATER_MAX + 1, 0, SEND_LATER_MAX, 3 * SEND_LATER_MAX, 1] * 3
+    client.sendall(b"".join(b"GET /sized?n=%d HTTP/1.1\r\nHost: h\r\n\r\n" % n for n in sizes))
+
+    got = responses(client, len(sizes))
+
+    assert [len(body) for _, body in got] == sizes
+    assert all(body == DIGITS[: len(body)] for _, body in got)
+
+
+def test_many_clients_at_once_each_get_their_own_answers(connector: AiohttpConnector) -> None:
+    # Their answers leave together at the end of each turn of the loop: none is swapped.
+    clients = [
+        socket.create_connection(("127.0.0.1", connector.bound_port), timeout=5) for _ in range(40)
+    ]
+    try:
+        for n, sock in enumerate(clients):
+            sock.sendall(b"".join(GET % (n * 10 + i) for i in range(3)))
+        for n, sock in enumerate(clients):
+            got = [json.loads(body)["query_params"]["n"] for _, body in responses(sock, 3)]
+            assert got == [str(n * 10 + i) for i in range(3)]
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+def test_a_client_not_reading_its_answers_holds_back_the_next_request(
+    connector: AiohttpConnector, client: socket.socket
+) -> None:
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    # Answers small enough to wait for the end of the loop's turn, rather than be written
+    # at once (whose request waits until the client takes them, as aiohttp's do).
+    request = b"GET /sized?n=%d HTTP/1.1\r\nHost: h\r\n\r\n" % (SEND_LATER_MAX - 1000)
+    sent, deadline, stalled_since = 0, time.monotonic() + 10, None
+    while time.monotonic() < deadline:
+        try:
+            sent += client.send(request * 50)
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 0.5:
+                break
+            select.select([], [client], [], 0.05)
+    assert stalled_since is not None, f"the server read all {sent} bytes"
+    server = connector.server
+    assert server is not None and server._runner is not None
+    (connection,) = server._runner.server._live  # type: ignore[union-attr, attr-defined]
+    assert connection.transport is not None
+    # What waits for the client: a few answers, not one per request it sent.
+    asked = sent // len(request)
+    assert connection.transport.get_write_buffer_size() < 8 * SEND_LATER_MAX
+    assert asked > 20
+
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    client.setblocking(True)
+    # Reading lets the server go on.
+    assert [len(body) for _, body in responses(client, 3)] == [SEND_LATER_MAX - 1000] * 3
+
+
+def test_a_busy_connection_outlives_the_keepalive_timeout_and_an_idle_one_does_not(
+    serve: Callable[..., AiohttpConnector],
+) -> None:
+    connector = serve(ROUTES, keepalive_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", connector.bound_port), timeout=5) as sock:
+        began = time.monotonic()
+        n = 0
+        while time.monotonic() - began < 1.0:  # three timeouts' worth of requests
+            sock.sendall(GET % n)
+            responses(sock, 1)
+            n += 1
+        idle_from = time.monotonic()
+
+        assert sock.recv(1) == b""  # then idle: closed by the server
+
+        assert 0.2 < time.monotonic() - idle_from < 4
 
 
 def test_at_the_connection_cap_a_half_sent_head_makes_room_for_a_new_client(

@@ -8,6 +8,7 @@ import logging
 import re
 import socket
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
 from http.cookiejar import CookieJar
@@ -384,6 +385,41 @@ def test_secure_headers_on_errors_and_refusals_and_overridable(serve: Serve) -> 
     assert "X-Download-Options" not in headers
     with pytest.raises(ReplkitError, match="secure_headers: 'X-A'"):
         serve([("/", "get", echo)], secure_headers={"X-A": "1\r\n2"})
+
+
+def test_nonces_are_never_repeated_not_even_by_a_forked_child() -> None:
+    seen = {http.new_nonce() for _ in range(3 * 256 + 7)}  # across several reads
+    assert len(seen) == 3 * 256 + 7
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{24}", nonce) for nonce in seen)
+    # A worker forked now must not hand out the nonces its parent still holds.
+    script = (
+        "import os, sys; from replkit import http\n"
+        "http.new_nonce()\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.write(w, ' '.join(http.new_nonce() for _ in range(5)).encode()); os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "child = set(os.read(r, 1000).decode().split())\n"
+        "parent = {http.new_nonce() for _ in range(5)}\n"
+        "print(len(child), len(parent), len(child & parent))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.stdout.split() == ["5", "5", "0"], out.stderr
+
+
+def test_secure_headers_keep_their_order_whatever_carries_the_nonce() -> None:
+    overrides = {"X-Frame-Options": None, "X-Nonce-Too": "a {nonce} b {nonce}", "X-Last": "z"}
+    values = http.secure_header_values(overrides, nonce="N")
+    assert list(values) == [
+        *(name for name in http.SECURE_HEADERS if name != "X-Frame-Options"),
+        "X-Nonce-Too",
+        "X-Last",
+    ]
+    assert values["X-Nonce-Too"] == "a N b N"
+    assert values["Content-Security-Policy"] == http.DEFAULT_CSP.replace("{nonce}", "N")
 
 
 def test_a_secure_header_the_response_sets_is_kept_in_its_own_spelling(serve: Serve) -> None:
