@@ -122,6 +122,31 @@ def protocols(connector: AiohttpConnector) -> list[str]:
     return sorted(type(protocol).__name__ for protocol in guarded._live)  # type: ignore[attr-defined]
 
 
+def send_until_the_server_stops_reading(client: socket.socket, data: bytes) -> int:
+    """Send ``data`` again and again until the socket takes nothing for half a second;
+    how many bytes it took (the test fails if the server read them all for ten seconds)."""
+    client.setblocking(False)
+    sent, deadline, stalled_since = 0, time.monotonic() + 10, None
+    while time.monotonic() < deadline:
+        try:
+            sent += client.send(data)
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 0.5:
+                return sent
+            select.select([], [client], [], 0.05)
+    raise AssertionError(f"the server read all {sent} bytes")
+
+
+def only_connection(connector: AiohttpConnector) -> Any:
+    """The one connection open on the connector's server."""
+    server = connector.server
+    assert server is not None and server._runner is not None
+    (connection,) = server._runner.server._live  # type: ignore[attr-defined]
+    return connection
+
+
 @pytest.fixture
 def connector(serve: Callable[..., AiohttpConnector]) -> AiohttpConnector:
     return serve(ROUTES)
@@ -242,24 +267,8 @@ def test_connection_close_is_a_token_not_a_substring(client: socket.socket) -> N
 def test_a_client_pipelining_without_reading_fills_its_socket_not_the_server(
     connector: AiohttpConnector, client: socket.socket
 ) -> None:
-    client.setblocking(False)
-    sent, burst = 0, (GET % 1) * 1000
-    deadline = time.monotonic() + 10
-    stalled_since = None
-    # Send until the socket takes nothing for half a second: the server stopped reading.
-    while time.monotonic() < deadline:
-        try:
-            sent += client.send(burst)
-            stalled_since = None
-        except BlockingIOError:
-            stalled_since = stalled_since or time.monotonic()
-            if time.monotonic() - stalled_since > 0.5:
-                break
-            select.select([], [client], [], 0.05)
-    assert stalled_since is not None, f"the server read all {sent} bytes"
-    server = connector.server
-    assert server is not None and server._runner is not None
-    (connection,) = server._runner.server._live  # type: ignore[union-attr, attr-defined]
+    sent = send_until_the_server_stops_reading(client, (GET % 1) * 1000)
+    connection = only_connection(connector)
     # At most a head's worth beyond what one read of the socket brings.
     assert len(connection._buffer) < MAX_HEAD + 300_000 < sent
 
@@ -297,24 +306,11 @@ def test_a_client_not_reading_its_answers_holds_back_the_next_request(
     connector: AiohttpConnector, client: socket.socket
 ) -> None:
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client.setblocking(False)
     # Answers small enough to wait for the end of the loop's turn, rather than be written
     # at once (whose request waits until the client takes them, as aiohttp's do).
     request = b"GET /sized?n=%d HTTP/1.1\r\nHost: h\r\n\r\n" % (SEND_LATER_MAX - 1000)
-    sent, deadline, stalled_since = 0, time.monotonic() + 10, None
-    while time.monotonic() < deadline:
-        try:
-            sent += client.send(request * 50)
-            stalled_since = None
-        except BlockingIOError:
-            stalled_since = stalled_since or time.monotonic()
-            if time.monotonic() - stalled_since > 0.5:
-                break
-            select.select([], [client], [], 0.05)
-    assert stalled_since is not None, f"the server read all {sent} bytes"
-    server = connector.server
-    assert server is not None and server._runner is not None
-    (connection,) = server._runner.server._live  # type: ignore[union-attr, attr-defined]
+    sent = send_until_the_server_stops_reading(client, request * 50)
+    connection = only_connection(connector)
     assert connection.transport is not None
     # What waits for the client: a few answers, not one per request it sent.
     asked = sent // len(request)

@@ -29,6 +29,7 @@ from bench.apps.common import (
     noticed_disconnect,
     publish_many,
 )
+from replkit.http import SECURE_HEADERS  # the header table only: no replkit code runs
 
 broadcast = Broadcast()
 
@@ -99,17 +100,6 @@ async def publish(request: web.Request) -> web.Response:
     return web.json_response({"published": n})
 
 
-SECURE_HEADERS = {
-    "Strict-Transport-Security": "max-age=31536000; includeSubdomains",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "X-XSS-Protection": "1; mode=block",
-    "X-Download-Options": "noopen",
-    "X-Permitted-Cross-Domain-Policies": "none",
-}
-CSP = "object-src 'none'; script-src 'self' 'nonce-{}'; base-uri 'self'"
-
-
 @web.middleware
 async def secure_headers(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -119,8 +109,7 @@ async def secure_headers(
     request["csp_nonce"] = nonce
     response = await handler(request)
     for name, value in SECURE_HEADERS.items():
-        response.headers.setdefault(name, value)
-    response.headers.setdefault("Content-Security-Policy", CSP.format(nonce))
+        response.headers.setdefault(name, value.replace("{nonce}", nonce))
     return response
 
 
