@@ -355,8 +355,10 @@ class Connection(BaseProtocol):
 
     def _next(self) -> None:
         """Answer the next request in the buffer, if it is all there and the client has
-        taken what it was sent (:meth:`resume_writing` calls back)."""
-        if self.transport is None or self._close or self._paused:
+        taken what it was sent (:meth:`resume_writing` calls back); none on a connection
+        that is closing (a response cut, whose last bytes are still going out)."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._close or self._paused:
             return
         buffer = self._buffer
         end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)

@@ -12,7 +12,7 @@ import json
 import select
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp.web
@@ -321,6 +321,43 @@ def test_a_client_not_reading_its_answers_holds_back_the_next_request(
     client.setblocking(True)
     # Reading lets the server go on.
     assert [len(body) for _, body in responses(client, 3)] == [SEND_LATER_MAX - 1000] * 3
+
+
+def test_a_stream_that_breaks_ends_its_connection_before_the_next_request(
+    serve: Callable[..., AiohttpConnector], caplog: pytest.LogCaptureFixture
+) -> None:
+    answered = []
+    connector: AiohttpConnector
+
+    async def breaking(_request: dict[str, Any]) -> dict[str, Any]:
+        async def chunks() -> AsyncIterator[bytes]:
+            # Until some of it waits in the transport for a client that is not reading: the
+            # connection closes only once that is sent.
+            transport = only_connection(connector).transport
+            for _ in range(100_000):
+                if transport.get_write_buffer_size():
+                    break
+                yield b": padding\n" * 100
+            raise RuntimeError("the producer broke")
+
+        return {"status": 200, "headers": {"Content-Type": "text/event-stream"}, "body": chunks()}
+
+    def counted(request: dict[str, Any]) -> dict[str, Any]:
+        answered.append(request["uri"])
+        return {"status": 200, "body": "late"}
+
+    connector = serve([("/breaking", "get", breaking), ("/next", "get", counted)])
+    with socket.create_connection(("127.0.0.1", connector.bound_port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /breaking HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        wait_until(lambda: "the producer broke" in caplog.text, what="the stream to break")
+        data = b""
+        while more := sock.recv(65536):  # until the server closes the connection
+            data += more
+
+    assert data.startswith(b"HTTP/1.1 200 OK") and b"late" not in data
+    assert answered == []  # the pipelined request was never started
 
 
 def test_a_busy_connection_outlives_the_keepalive_timeout_and_an_idle_one_does_not(
