@@ -181,7 +181,7 @@ def _content_type_leave(context: Context) -> Context:
     headers = response.get("headers")
     if headers and "content-type" in map(str.lower, headers):
         return context
-    if isinstance(body, dict | list):
+    if type(body) is not str and isinstance(body, dict | list):
         guessed: str | None = "application/json"
     elif not isinstance(body, str | bytes) and isinstance(body, os.PathLike):
         # (os.PathLike is an ABC, slow to test: the common bodies skip it.) A file's type is

@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -150,3 +151,24 @@ def test_tune_collector_only_raises_the_young_threshold(before: int, after: int)
         assert gc.get_threshold() == (after, 10, 10)
     finally:
         gc.set_threshold(*saved)
+
+
+def test_the_log_lines_are_what_the_format_says_with_or_without_a_traceback() -> None:
+    # configure_logging() changes the process's logging: a child process of its own.
+    script = (
+        "import logging, sys\n"
+        "from replkit.cli import configure_logging\n"
+        "configure_logging()\n"
+        "logging.getLogger('replkit.access').info('%s %s %d', 'GET', '/a', 200)\n"
+        "try:\n"
+        "    raise ValueError('boom')\n"
+        "except ValueError:\n"
+        "    logging.getLogger('replkit.server').exception('failed %s', 'here')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    lines = out.stderr.splitlines()
+    assert lines[0] == "INFO replkit.access: GET /a 200"
+    assert lines[1] == "ERROR replkit.server: failed here"
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: boom"
