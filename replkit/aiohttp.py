@@ -538,14 +538,15 @@ def _request_map(request: _AnyRequest, connector: AiohttpConnector) -> dict[str,
     given = request.headers
     if isinstance(request, PlainRequest):
         headers = given  # read in lower case, none repeated; the request's own is not used
+        sockname = request.sockname
     else:
         headers = {name.lower(): value for name, value in given.items()}
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
     if len(headers) < len(given):  # a repeated header: its values joined, as HTTP allows
         headers = {}
         for name, value in given.items():
             name = name.lower()
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
     version = request.version
     return {
         "request_method": request.method.lower(),

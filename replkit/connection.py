@@ -88,7 +88,8 @@ def plain_head(head: bytes) -> tuple[str, dict[str, str]] | None:
         at = field.end()
     if not _NOT_PLAIN.isdisjoint(headers) or headers.get("content-length", "0") != "0":
         return None
-    if "host" not in headers or "upgrade" in _tokens(headers.get("connection")):
+    connection = headers.get("connection")
+    if "host" not in headers or (connection is not None and "upgrade" in _tokens(connection)):
         return None
     return line[1].decode("ascii"), headers
 
@@ -153,7 +154,16 @@ class PlainRequest:
     """A plain request, as much of aiohttp's ``BaseRequest`` as replkit's connector reads;
     :meth:`aiohttp_request` makes the real one when a response of aiohttp's needs it."""
 
-    __slots__ = ("_connection", "_head", "_writer", "headers", "keep_alive", "rel_url")
+    __slots__ = (
+        "_connection",
+        "_head",
+        "_writer",
+        "headers",
+        "keep_alive",
+        "rel_url",
+        "remote",
+        "sockname",
+    )
 
     method = "GET"
     version = HttpVersion11
@@ -168,7 +178,12 @@ class PlainRequest:
         self._head = head
         self.headers = headers
         self.rel_url = _Target(target)
-        self.keep_alive = "close" not in _tokens(headers.get("connection"))
+        tokens = headers.get("connection")
+        self.keep_alive = tokens is None or "close" not in _tokens(tokens)
+        self.remote: str | None = connection.remote
+        """The client's address."""
+        self.sockname: Any = connection.sockname
+        """The server's address of the connection."""
         self._writer: StreamWriter | None = None
 
     @property
@@ -181,18 +196,14 @@ class PlainRequest:
     def send(self, data: bytes) -> None:
         """Send ``data``, a complete response, with the others of this turn of the loop
         (see :class:`Outbox`); nothing if the connection is closed."""
-        self._connection.send(data)
+        connection = self._connection
+        if connection.transport is not None:
+            connection._outbox.send(connection.transport, data)
 
     @property
     def transport(self) -> asyncio.Transport | None:
         """The connection's transport; ``None`` once it is closed."""
         return self._connection.transport
-
-    @property
-    def remote(self) -> str | None:
-        """The client's address."""
-        peer = self._connection.peername
-        return str(peer[0]) if isinstance(peer, tuple) else peer
 
     def aiohttp_request(self, make: Callable[..., web.BaseRequest]) -> web.BaseRequest:
         """This request as aiohttp's, made by ``make`` (a connector's ``make_request``)."""
@@ -231,6 +242,8 @@ class Connection(BaseProtocol):
         "_target",
         "_task",
         "peername",
+        "remote",
+        "sockname",
     )
 
     def __init__(
@@ -253,16 +266,16 @@ class Connection(BaseProtocol):
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self.peername: Any = None
+        """The client's address, as the socket gives it."""
+        self.remote: str | None = None
+        """The client's host, as a request's ``remote`` says it."""
+        self.sockname: Any = None
+        """The server's address of this connection."""
 
     @property
     def ssl_context(self) -> None:
         """What aiohttp's request asks its protocol: replkit serves no TLS itself."""
         return None
-
-    @property
-    def sockname(self) -> Any:
-        """The server's address of this connection."""
-        return self.transport.get_extra_info("sockname") if self.transport else None
 
     # What the server that owns connections uses (see the module's docstring).
 
@@ -308,7 +321,10 @@ class Connection(BaseProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.peername = transport.get_extra_info("peername")
+        # Read once: every request of the connection reports them.
+        self.peername = peer = transport.get_extra_info("peername")
+        self.remote = str(peer[0]) if isinstance(peer, tuple) else peer
+        self.sockname = transport.get_extra_info("sockname")
         if self._manager is not None:
             self._manager.connection_made(self, transport)  # type: ignore[arg-type]
         self._wait_for_request()
@@ -318,11 +334,6 @@ class Connection(BaseProtocol):
         if self._task is None:
             self._next()
         self._hold_back()
-
-    def send(self, data: bytes) -> None:
-        """Send ``data`` with the others of this turn of the loop (see :class:`Outbox`)."""
-        if self.transport is not None:
-            self._outbox.send(self.transport, data)
 
     def _hold_back(self) -> None:
         """Read no more while a request is answered, or its response waits for the client
