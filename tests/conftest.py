@@ -200,6 +200,14 @@ def spawn() -> Iterator[Callable[..., Process]]:
         process.stop()
 
 
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run to its end by this Python in a process of its own, in the project's
+    directory, for what changes a whole process (its logging, a fork); its output kept."""
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
 def replkit_command(*args: str) -> list[str]:
     """The ``replkit`` command run by this interpreter."""
     return [sys.executable, "-m", "replkit", *args]

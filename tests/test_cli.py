@@ -7,14 +7,13 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Process, free_port, replkit_command, served_url
+from conftest import ROOT, Process, free_port, replkit_command, run_python, served_url
 
 from replkit.server import SERVING_GC_THRESHOLD, tune_collector
 
@@ -165,9 +164,7 @@ def test_the_log_lines_are_what_the_format_says_with_or_without_a_traceback() ->
         "except ValueError:\n"
         "    logging.getLogger('replkit.server').exception('failed %s', 'here')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
+    out = run_python(script)
     lines = out.stderr.splitlines()
     assert lines[0] == "INFO replkit.access: GET /a 200"
     assert lines[1] == "ERROR replkit.server: failed here"

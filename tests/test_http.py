@@ -8,7 +8,6 @@ import logging
 import re
 import socket
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable
 from http.cookiejar import CookieJar
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Process, app_map, replkit_command, served_url, wait_until
+from conftest import ROOT, Process, app_map, replkit_command, run_python, served_url, wait_until
 from test_connector import request
 
 from replkit import http
@@ -404,9 +403,7 @@ def test_nonces_are_never_repeated_not_even_by_a_forked_child() -> None:
         "parent = {http.new_nonce() for _ in range(5)}\n"
         "print(len(child), len(parent), len(child & parent))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
+    out = run_python(script)
     assert out.stdout.split() == ["5", "5", "0"], out.stderr
 
 
